@@ -1,0 +1,355 @@
+"""The model classes every architecture shares: the backbone, pretraining, and visual question answering.
+
+The five architectures in vl_zoo/models/ subclass these only to bind their config class (transformers' Auto
+classes look a model up by its config class); all behaviour lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from ..configuration import VLConfig
+from .embeddings import EMBEDDING_CLASSES, VLBertEmbeddings
+from .encoder import AttentionMasks, VLEncoder
+from .heads import ClassifierMLP, MaskedLMHead, RegionHead, VLPooler
+from .inputs import check_inputs
+from .losses import answer_loss, masked_lm_loss, matching_loss, region_loss, soft_score_loss
+from .outputs import VLClassificationOutput, VLForPreTrainingOutput, VLModelOutput
+
+logger = logging.getLogger(__name__)
+
+
+class VLPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and the capabilities transformers asks a model class about."""
+
+    config_class = VLConfig
+    base_model_prefix = "vl"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["AttentionSublayer", "FeedForwardSublayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's initialisation (normal 0.02, LayerNorm 1/0); VL-BERT's visual LayerNorms start at zero."""
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, MaskedLMHead):
+            init.zeros_(module.bias)
+        elif isinstance(module, VLBertEmbeddings):
+            # VL-BERT lets vision in gradually: its visual LayerNorms start with zero gain, the mask feature at 0.
+            init.zeros_(module.region_mask_embedding)
+            init.zeros_(module.text_visual_layer_norm.weight)
+            init.zeros_(module.object_visual_layer_norm.weight)
+            for embedding in (module.object_embedding, module.end_embedding, module.masked_object_embedding):
+                if embedding is not None:
+                    init.normal_(embedding, mean=0.0, std=std)
+
+
+class VLModel(VLPreTrainedModel):
+    """Embeddings, the unified encoder and the pooler. Returns `VLModelOutput`."""
+
+    def __init__(self, config: VLConfig) -> None:
+        super().__init__(config)
+        self.embeddings = EMBEDDING_CLASSES[config.image_embeddings](config)
+        self.encoder = VLEncoder(config)
+        self.pooler = VLPooler(config) if config.has_pooler else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        visual_feats: torch.Tensor | None = None,
+        visual_pos: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> VLModelOutput | tuple:
+        """Encode a batch of texts with their regions.
+
+        Args:
+            input_ids: (B, T) token ids; attention_mask (B, T) 1 for real tokens; token_type_ids (B, T).
+            visual_feats: (B, R, F) region features, with the global row where the config puts it.
+            visual_pos: (B, R, 5) boxes as (x1/W, y1/H, x2/W, y2/H, area/(W*H)), all in [0, 1].
+            visual_attention_mask: (B, R) 1 for a real region, 0 for padding.
+            output_hidden_states: also return every sub-layer's output per stream.
+            output_attentions: also return attention probabilities (computed with eager attention).
+        """
+        output_hidden_states = output_hidden_states or self.config.output_hidden_states
+        output_attentions = output_attentions or self.config.output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        inputs = check_inputs(
+            self.config, input_ids, attention_mask, token_type_ids, visual_feats, visual_pos, visual_attention_mask
+        )
+
+        text, vision = self.embeddings(
+            inputs.input_ids,
+            inputs.token_type_ids,
+            inputs.visual_feats,
+            inputs.visual_pos,
+            inputs.attention_mask,
+            inputs.visual_attention_mask,
+        )
+        implementation = "eager" if output_attentions else (self.config._attn_implementation or "sdpa")
+        masks = AttentionMasks.build(inputs.attention_mask, inputs.visual_attention_mask, text.dtype, implementation)
+        text, vision, text_states, vision_states, attentions = self.encoder(
+            text, vision, masks, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        )
+
+        pooled = pooled_text = pooled_vision = None
+        if self.pooler is not None:
+            pooled, pooled_text, pooled_vision = self.pooler(text, vision, inputs.visual_attention_mask)
+        output = VLModelOutput(
+            text_last_hidden_state=text,
+            vision_last_hidden_state=vision,
+            pooler_output=pooled,
+            text_pooler_output=pooled_text,
+            vision_pooler_output=pooled_vision,
+            text_hidden_states=text_states,
+            vision_hidden_states=vision_states,
+            attentions=attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class VLForPreTraining(VLPreTrainedModel):
+    """The backbone with masked word, masked region and image-text matching heads (and LXMERT's answer head).
+
+    `loss` is the weighted sum of the objectives whose labels are given: masked words (`mlm_weight`), each
+    active region target (`visual_target_weights`), matching (`itm_weight`) and answers (`qa_task_weight`).
+    """
+
+    _tied_weights_keys = {"mlm_head.decoder.weight": "vl.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: VLConfig) -> None:
+        super().__init__(config)
+        self.vl = VLModel(config)
+        self.mlm_head = MaskedLMHead(config)
+        self.region_head = RegionHead(config) if config.active_region_targets else None
+        self.itm_head = nn.Linear(config.pooler_size, 2) if config.has_pooler else None
+        self.answer_head = None
+        if config.qa_num_answers > 0:
+            self.answer_head = ClassifierMLP(
+                config.pooler_size, 2 * config.pooler_size, config.qa_num_answers, config.layer_norm_eps
+            )
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.mlm_head.decoder = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        visual_feats: torch.Tensor | None = None,
+        visual_pos: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        region_targets: torch.Tensor | dict | None = None,
+        region_mask: torch.Tensor | None = None,
+        itm_labels: torch.Tensor | None = None,
+        answer_labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> VLForPreTrainingOutput | tuple:
+        """Run the heads; with labels, also the losses.
+
+        Args:
+            labels: (B, T) masked word ids, -100 where a word is not predicted.
+            region_targets: the targets of the masked regions, (B, R, C) when one region target is active, or a
+                dict by release id ("0": (B, R, 1601) class distribution; "1"/"5": (B, R, F) features;
+                "3"/"4"/"6": (B, R) class ids or a pair (class ids, confidences)). R counts every region row,
+                the global one included.
+            region_mask: (B, R) 1 where a region was masked and is predicted.
+            itm_labels: (B,) 1 when the text matches the image, 0 otherwise.
+            answer_labels: (B,) answer ids for LXMERT's pretraining question answering, -100 ignored.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        backbone = self.vl(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            visual_feats=visual_feats,
+            visual_pos=visual_pos,
+            visual_attention_mask=visual_attention_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        mlm_logits = self.mlm_head(backbone.text_last_hidden_state)
+        by_target = self.region_head(backbone.vision_last_hidden_state) if self.region_head is not None else None
+        pooled = None if backbone.pooler_output is None else self.dropout(backbone.pooler_output)
+        itm_logits = self.itm_head(pooled) if self.itm_head is not None else None
+        answer_logits = self.answer_head(pooled) if self.answer_head is not None else None
+
+        losses = self._losses(
+            mlm_logits,
+            by_target,
+            itm_logits,
+            answer_logits,
+            labels,
+            region_targets,
+            region_mask,
+            itm_labels,
+            answer_labels,
+        )
+        output = VLForPreTrainingOutput(
+            **losses,
+            mlm_logits=mlm_logits,
+            region_logits=None if by_target is None else next(iter(by_target.values())),
+            region_logits_by_target=by_target,
+            itm_logits=itm_logits,
+            answer_logits=answer_logits,
+            text_last_hidden_state=backbone.text_last_hidden_state,
+            vision_last_hidden_state=backbone.vision_last_hidden_state,
+            pooler_output=backbone.pooler_output,
+            text_hidden_states=backbone.text_hidden_states,
+            vision_hidden_states=backbone.vision_hidden_states,
+            attentions=backbone.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _losses(
+        self,
+        mlm_logits,
+        by_target,
+        itm_logits,
+        answer_logits,
+        labels,
+        region_targets,
+        region_mask,
+        itm_labels,
+        answer_labels,
+    ) -> dict[str, torch.Tensor | None]:
+        config = self.config
+        parts: dict[str, torch.Tensor | None] = {}
+        weighted = []
+        if labels is not None:
+            _check_label_shape("labels", labels, mlm_logits.shape[:2], "(batch, text length)")
+            parts["mlm_loss"] = masked_lm_loss(mlm_logits, labels)
+            weighted.append(config.mlm_weight * parts["mlm_loss"])
+        if region_targets is not None or region_mask is not None:
+            parts["region_loss"] = self._region_loss(by_target, region_targets, region_mask)
+            weighted.append(parts["region_loss"])
+        if itm_labels is not None:
+            if itm_logits is None:
+                raise ValueError(
+                    "itm_labels were given, but this model has no matching head (fusion_method is 'none')"
+                )
+            _check_label_shape("itm_labels", itm_labels, itm_logits.shape[:1], "(batch,)")
+            parts["itm_loss"] = matching_loss(itm_logits, itm_labels)
+            weighted.append(config.itm_weight * parts["itm_loss"])
+        if answer_labels is not None:
+            if answer_logits is None:
+                raise ValueError("answer_labels were given, but this model has no answer head (qa_num_answers is 0)")
+            parts["answer_loss"] = answer_loss(answer_logits, answer_labels)
+            weighted.append(config.qa_task_weight * parts["answer_loss"])
+        parts["loss"] = torch.stack(weighted).sum() if weighted else None
+        return parts
+
+    def _region_loss(self, by_target, region_targets, region_mask) -> torch.Tensor:
+        if by_target is None:
+            raise ValueError(
+                "region_targets were given, but this model has no masked-region target (visual_target_weights)"
+            )
+        if region_targets is None or region_mask is None:
+            raise ValueError("region_targets and region_mask go together; only one of them was given")
+        if not isinstance(region_targets, dict):
+            if len(by_target) != 1:
+                raise ValueError(
+                    f"this model predicts region targets {sorted(by_target)}; pass region_targets as a dict by id"
+                )
+            region_targets = {next(iter(by_target)): region_targets}
+        unknown = sorted(set(region_targets) - set(by_target))
+        if unknown:
+            raise ValueError(f"region_targets has ids {unknown}; this model predicts {sorted(by_target)}")
+        _check_label_shape("region_mask", region_mask, next(iter(by_target.values())).shape[:2], "(batch, regions)")
+        total = 0.0
+        for target_id, target in region_targets.items():
+            weight = self.config.active_region_targets[target_id]
+            total = total + weight * region_loss(target_id, by_target[target_id], target, region_mask)
+        return total
+
+
+class VLForVisualQuestionAnswering(VLPreTrainedModel):
+    """Answer classification over the fused pooled output, trained on soft answer scores (VQAv2, GQA).
+
+    `labels` are (B, num_labels) soft scores in [0, 1]; the loss is binary cross-entropy scaled by the number
+    of answers, as the release trains VQA. The answer vocabulary is `config.id2label`.
+    """
+
+    def __init__(self, config: VLConfig) -> None:
+        super().__init__(config)
+        if not config.has_pooler:
+            raise ValueError("visual question answering reads the pooled output, but fusion_method is 'none'")
+        self.vl = VLModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = ClassifierMLP(
+            config.pooler_size, config.clf_hidden_size, config.num_labels, config.layer_norm_eps
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        visual_feats: torch.Tensor | None = None,
+        visual_pos: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> VLClassificationOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        backbone = self.vl(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            visual_feats=visual_feats,
+            visual_pos=visual_pos,
+            visual_attention_mask=visual_attention_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(backbone.pooler_output))
+        loss = None
+        if labels is not None:
+            _check_label_shape("labels", labels, logits.shape, "(batch, num_labels) soft answer scores")
+            loss = soft_score_loss(logits, labels)
+        output = VLClassificationOutput(
+            loss=loss,
+            logits=logits,
+            pooler_output=backbone.pooler_output,
+            text_hidden_states=backbone.text_hidden_states,
+            vision_hidden_states=backbone.vision_hidden_states,
+            attentions=backbone.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def _check_label_shape(name: str, tensor: torch.Tensor, expected: torch.Size, meaning: str) -> None:
+    if tuple(tensor.shape) != tuple(expected):
+        raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {meaning} = {tuple(expected)}")

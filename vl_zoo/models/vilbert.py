@@ -1,0 +1,71 @@
+"""ViLBERT (Lu et al., 2019): two streams joined by co-attention blocks.
+
+ctrl: 6 text-only BERT layers, then 6 blocks of [co-attention, feed-forward, self-attention, feed-forward],
+both streams 768 wide; regions embedded as LayerNorm(W_f feature + W_b box); pooled output = pooled text x
+pooled vision. "original": the published sizes, a 1024-wide vision stream with 8 heads and 1024-wide
+co-attention.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..configuration import VLConfig
+from ..modeling.model import VLForPreTraining, VLForVisualQuestionAnswering, VLModel
+from .programs import vilbert_program
+
+TINY = {
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "v_hidden_size": 32,
+    "v_num_attention_heads": 4,
+    "v_intermediate_size": 64,
+    "pooler_size": 24,
+    "v_pooler_size": 24,
+    "clf_hidden_size": 40,
+    "max_position_embeddings": 128,
+}
+
+
+def _original() -> dict[str, Any]:
+    """vilbert_base.json of the release: co-attention sub-layers 1024 wide with 8 heads."""
+    program = vilbert_program(6, 6)
+    co_attention = {str(n): 1024 for n in program["tv_attn_sublayers"]}
+    heads = {str(n): 8 for n in program["tv_attn_sublayers"]}
+    return {
+        **program,
+        "v_hidden_size": 1024,
+        "v_num_attention_heads": 8,
+        "v_intermediate_size": 1024,
+        "sublayer2attn_hidden_size": co_attention,
+        "sublayer2num_attention_heads": heads,
+    }
+
+
+class ViLBertConfig(VLConfig):
+    """ViLBERT; defaults are the controlled setting (`ctrl_vilbert_base` of the release)."""
+
+    model_type = "vlzoo_vilbert"
+    image_embeddings: str = "vilbert"
+    presets = {
+        "ctrl": {},
+        "original": _original(),
+        "tiny": {**TINY, **vilbert_program(2, 2)},
+    }
+
+    @classmethod
+    def default_program(cls) -> dict[str, Any]:
+        return vilbert_program(6, 6)
+
+
+class ViLBertModel(VLModel):
+    config_class = ViLBertConfig
+
+
+class ViLBertForPreTraining(VLForPreTraining):
+    config_class = ViLBertConfig
+
+
+class ViLBertForVisualQuestionAnswering(VLForVisualQuestionAnswering):
+    config_class = ViLBertConfig
