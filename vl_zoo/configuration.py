@@ -294,10 +294,10 @@ class VLConfig(PreTrainedConfig):
 def validate_config(config: VLConfig) -> None:
     """Raise ValueError (or NotImplementedError for a release feature vl_zoo lacks) on an inconsistent config."""
     _check_choices(config)
+    _check_embedding_sizes(config)
     _check_program_numbers(config)
     for spec in config.sublayer_specs():
         _check_sublayer(config, spec)
-    _check_embedding_sizes(config)
     _check_bert_maps(config)
 
 
@@ -359,8 +359,10 @@ def _check_program_numbers(config: VLConfig) -> None:
 def _check_sublayer(config: VLConfig, spec: SublayerSpec) -> None:
     n = spec.index
     if spec.kind == "attn":
-        _check_heads(f"sub-layer {n} text attention", spec.attn_size, spec.num_heads)
-        _check_heads(f"sub-layer {n} vision attention", spec.v_attn_size, spec.v_num_heads)
+        if spec.text_active:
+            _check_heads(f"sub-layer {n} text attention", spec.attn_size, spec.num_heads)
+        if spec.vision_active:
+            _check_heads(f"sub-layer {n} vision attention", spec.v_attn_size, spec.v_num_heads)
         # A stream whose keys are attended to projects its keys with its own query-side parameters.
         if spec.vt and not spec.text_active:
             raise ValueError(

@@ -62,6 +62,7 @@ def check_inputs(
     if not visual_feats.is_floating_point():
         raise ValueError(f"visual_feats must be floating point, got dtype {visual_feats.dtype}")
     regions = visual_feats.shape[1]
+    _check_lengths(config, length, regions)
 
     if visual_pos is None and config.image_embeddings != "visualbert":
         raise ValueError(
@@ -77,7 +78,6 @@ def check_inputs(
     _shape("attention_mask", attention_mask, (batch, length), "(batch, text length)")
     _shape("token_type_ids", token_type_ids, (batch, length), "(batch, text length)")
     _shape("visual_attention_mask", visual_attention_mask, (batch, regions), "(batch, regions)")
-    _check_lengths(config, length, regions)
 
     if _values_checkable():
         _check_values(config, input_ids, token_type_ids, visual_pos)

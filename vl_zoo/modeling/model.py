@@ -35,6 +35,19 @@ class VLPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["AttentionSublayer", "FeedForwardSublayer"]
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`, refusing a checkpoint that does not fit instead of initialising.
+
+        A head the checkpoint lacks entirely (a task head on a pretrained backbone) is initialised, as fine-tuning
+        needs. A backbone key that is missing or unexpected, a head that is filled only in part, or a shape that
+        does not fit raises RuntimeError naming the keys.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        check_loading_info(model, info, str(pretrained_model_name_or_path))
+        return (model, info) if want_info else model
+
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's initialisation (normal 0.02, LayerNorm 1/0); VL-BERT's visual LayerNorms start at zero."""
         super()._init_weights(module)
@@ -223,6 +236,8 @@ class VLForPreTraining(VLPreTrainedModel):
             text_last_hidden_state=backbone.text_last_hidden_state,
             vision_last_hidden_state=backbone.vision_last_hidden_state,
             pooler_output=backbone.pooler_output,
+            text_pooler_output=backbone.text_pooler_output,
+            vision_pooler_output=backbone.vision_pooler_output,
             text_hidden_states=backbone.text_hidden_states,
             vision_hidden_states=backbone.vision_hidden_states,
             attentions=backbone.attentions,
@@ -348,6 +363,36 @@ class VLForVisualQuestionAnswering(VLPreTrainedModel):
             attentions=backbone.attentions,
         )
         return output if return_dict else output.to_tuple()
+
+
+BACKBONE_PARTS = ("embeddings.", "encoder.", "pooler.")
+
+
+def check_loading_info(model: PreTrainedModel, info: dict, source: str) -> None:
+    """Raise RuntimeError when a loaded checkpoint leaves backbone keys unfilled or unused, or fills a head in part."""
+
+    def is_backbone(key: str) -> bool:
+        return key.removeprefix("vl.").startswith(BACKBONE_PARTS)
+
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    problems = []
+    if info["mismatched_keys"]:
+        problems.append(f"shapes that do not fit: {sorted(info['mismatched_keys'])}")
+    if bad := [key for key in missing if is_backbone(key)]:
+        problems.append(f"backbone keys missing from the checkpoint: {bad}")
+    if bad := [key for key in unexpected if is_backbone(key)]:
+        problems.append(f"backbone keys in the checkpoint that the model does not have: {bad}")
+    new_heads = {key.split(".")[0] for key in missing if not is_backbone(key)}
+    present = set(model.state_dict()) - set(missing)
+    if partial := sorted(head for head in new_heads if any(key.startswith(head + ".") for key in present)):
+        problems.append(f"heads filled only in part: {partial} (missing {[k for k in missing if not is_backbone(k)]})")
+    if problems:
+        raise RuntimeError(
+            f"the checkpoint at {source} does not fit {type(model).__name__} ({model.config.model_type}):\n  "
+            + "\n  ".join(problems)
+        )
+    for head in sorted(new_heads):
+        logger.info("%s: the checkpoint has no %s; it is newly initialised", type(model).__name__, head)
 
 
 def _check_label_shape(name: str, tensor: torch.Tensor, expected: torch.Size, meaning: str) -> None:

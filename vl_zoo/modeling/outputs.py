@@ -48,6 +48,7 @@ class VLForPreTrainingOutput(ModelOutput):
         region_logits_by_target: every active region target's logits, by release id.
         itm_logits: (B, 2) image-text matching logits; index 1 means "the text matches the image".
         answer_logits: (B, A) LXMERT's pretraining answer logits, when the config has an answer head.
+        The backbone's fields (see `VLModelOutput`) follow.
     """
 
     loss: torch.Tensor | None = None
@@ -63,6 +64,8 @@ class VLForPreTrainingOutput(ModelOutput):
     text_last_hidden_state: torch.Tensor | None = None
     vision_last_hidden_state: torch.Tensor | None = None
     pooler_output: torch.Tensor | None = None
+    text_pooler_output: torch.Tensor | None = None
+    vision_pooler_output: torch.Tensor | None = None
     text_hidden_states: tuple[torch.Tensor, ...] | None = None
     vision_hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple | None = None
