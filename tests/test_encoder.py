@@ -41,10 +41,15 @@ def reference_attention(sublayer: AttentionSublayer, text, vision, text_mask, vi
     if spec.vision_active:
         v_kv = (heads(vision, vision_params.key, v_heads), heads(vision, vision_params.value, v_heads), vision_mask)
     if spec.text_active:
-        new_text = run(text_params, text, t_heads, [b for b, on in ((t_kv, spec.tt), (v_kv if spec.tv else None, spec.tv)) if on])
+        new_text = run(
+            text_params, text, t_heads, [b for b, on in ((t_kv, spec.tt), (v_kv if spec.tv else None, spec.tv)) if on]
+        )
     if spec.vision_active:
         new_vision = run(
-            vision_params, vision, v_heads, [b for b, on in ((t_kv if spec.vt else None, spec.vt), (v_kv, spec.vv)) if on]
+            vision_params,
+            vision,
+            v_heads,
+            [b for b, on in ((t_kv if spec.vt else None, spec.vt), (v_kv, spec.vv)) if on],
         )
     return new_text, new_vision
 
@@ -113,7 +118,9 @@ def test_encoder_matches_the_release_maths(name, implementation):
     generator = torch.Generator().manual_seed(7)
     text = torch.randn(3, 7, config.hidden_size, generator=generator, dtype=torch.float64)
     vision = torch.randn(3, 5, config.v_hidden_size, generator=generator, dtype=torch.float64)
-    masks = AttentionMasks.build(inputs["attention_mask"], inputs["visual_attention_mask"], torch.float64, implementation)
+    masks = AttentionMasks.build(
+        inputs["attention_mask"], inputs["visual_attention_mask"], torch.float64, implementation
+    )
 
     with torch.no_grad():
         ours = encoder(text, vision, masks)[:2]
@@ -134,7 +141,10 @@ def test_one_attention_call_per_sublayer_where_layouts_agree(monkeypatch):
         return original(q, k, v, mask, dropout, scale)
 
     monkeypatch.setitem(encoder_module.ATTENTION_FUNCTIONS, "sdpa", counting)
-    for model_type, expected in (("vlzoo_uniter", [(12, 12)] * 3), ("vlzoo_lxmert", [(12, 12)] * 2 + [(7, 7)] + [(12, 12)] * 4)):
+    for model_type, expected in (
+        ("vlzoo_uniter", [(12, 12)] * 3),
+        ("vlzoo_lxmert", [(12, 12)] * 2 + [(7, 7)] + [(12, 12)] * 4),
+    ):
         config = tiny_config(model_type)
         encoder = VLEncoder(config).eval()
         inputs = make_inputs(config, length=7, regions=5)

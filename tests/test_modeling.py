@@ -133,7 +133,14 @@ def test_vl_bert_release_positions_depend_on_the_batch():
     assert not torch.allclose(batched, alone, atol=1e-3)
 
     def text_embedding(batch_inputs):
-        names = ("input_ids", "token_type_ids", "visual_feats", "visual_pos", "attention_mask", "visual_attention_mask")
+        names = (
+            "input_ids",
+            "token_type_ids",
+            "visual_feats",
+            "visual_pos",
+            "attention_mask",
+            "visual_attention_mask",
+        )
         return model.vl.embeddings(*(batch_inputs[name] for name in names))[0][0]
 
     shortest = int(inputs["attention_mask"].sum(1).min())
@@ -184,10 +191,14 @@ def test_lxmert_targets_by_id_with_confidences():
     targets = {"3": (objects, confidences), "4": torch.randint(0, 400, (batch, regions)), "5": inputs["visual_feats"]}
     out = model(**inputs, region_targets=targets, region_mask=mask)
     assert set(out.region_logits_by_target) == {"3", "4", "5"}
-    by_hand = torch.nn.functional.cross_entropy(out.region_logits_by_target["3"][:, 2], objects[:, 2], reduction="none")
+    by_hand = torch.nn.functional.cross_entropy(
+        out.region_logits_by_target["3"][:, 2], objects[:, 2], reduction="none"
+    )
     object_loss = (by_hand * confidences[:, 2]).mean()
     attribute_loss = torch.nn.functional.cross_entropy(out.region_logits_by_target["4"][:, 2], targets["4"][:, 2])
-    feature_loss = torch.nn.functional.smooth_l1_loss(out.region_logits_by_target["5"][:, 2], inputs["visual_feats"][:, 2])
+    feature_loss = torch.nn.functional.smooth_l1_loss(
+        out.region_logits_by_target["5"][:, 2], inputs["visual_feats"][:, 2]
+    )
     torch.testing.assert_close(out.region_loss, 2.0 * object_loss + attribute_loss + feature_loss)
     with pytest.raises(ValueError, match="pass region_targets as a dict by id"):
         model(**inputs, region_targets=inputs["visual_feats"], region_mask=mask)

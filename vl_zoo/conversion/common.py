@@ -52,7 +52,11 @@ class StateDictConversion:
         """Drop a key that the source stores as a second name of another tensor, after checking they agree."""
         if canonical_key not in self.source:
             raise ConversionError(f"{source_key} should repeat {canonical_key}, which the checkpoint lacks")
-        if not torch.equal(self.source[source_key], self.source[canonical_key]):
+        alias, canonical = self.source[source_key], self.source[canonical_key]
+        same_tensor = alias is canonical or (
+            alias.shape == canonical.shape and alias.device.type != "meta" and alias.data_ptr() == canonical.data_ptr()
+        )
+        if not same_tensor and not torch.equal(alias, canonical):
             raise ConversionError(
                 f"{source_key} should be the same tensor as {canonical_key} (tied or shared), but the values differ"
             )
