@@ -180,41 +180,35 @@ def uniter_checkpoint(tmp_path):
     return state, folder / "config.json", tmp_path / "model.bin"
 
 
-def test_unused_source_keys_are_an_error(uniter_checkpoint):
+def _with(key, value):
+    return lambda state: state | {key: value}
+
+
+def _without(key):
+    return lambda state: {k: v for k, v in state.items() if k != key}
+
+
+BROKEN_CHECKPOINTS = {
+    "unused key": (_with("cls.extra.weight", torch.zeros(2)), "no counterpart: \\['cls.extra.weight'\\]"),
+    "missing key": (_without("bert.t_pooler.dense.bias"), "does not fill: \\['vl.pooler.text_dense.bias'\\]"),
+    "wrong shape": (
+        _with("bert.t_pooler.dense.bias", torch.zeros(7)),
+        "bert.t_pooler.dense.bias -> vl.pooler.text_dense.bias: shape \\(7,\\)",
+    ),
+    "aliases disagree": (
+        lambda state: state | {"cls.predictions.decoder.weight": state["cls.predictions.decoder.weight"] + 1},
+        "cls.predictions.decoder.weight should be the same tensor",
+    ),
+    "task checkpoint": (_with("clfs_dict.TASK1.weight", torch.zeros(2)), "fine-tuned task model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CHECKPOINTS))
+def test_checkpoints_that_do_not_fit_are_refused_with_the_keys(uniter_checkpoint, case):
     state, config, path = uniter_checkpoint
-    torch.save(state | {"cls.extra.weight": torch.zeros(2)}, path)
-    with pytest.raises(ConversionError, match="no counterpart: \\['cls.extra.weight'\\]"):
-        convert(path, config)
-
-
-def test_missing_source_keys_are_an_error(uniter_checkpoint):
-    state, config, path = uniter_checkpoint
-    del state["bert.t_pooler.dense.bias"]
-    torch.save(state, path)
-    with pytest.raises(ConversionError, match="does not fill: \\['vl.pooler.text_dense.bias'\\]"):
-        convert(path, config)
-
-
-def test_wrong_shapes_are_an_error(uniter_checkpoint):
-    state, config, path = uniter_checkpoint
-    state["bert.t_pooler.dense.bias"] = torch.zeros(7)
-    torch.save(state, path)
-    with pytest.raises(ConversionError, match="bert.t_pooler.dense.bias -> vl.pooler.text_dense.bias: shape \\(7,\\)"):
-        convert(path, config)
-
-
-def test_aliases_that_disagree_are_an_error(uniter_checkpoint):
-    state, config, path = uniter_checkpoint
-    state["cls.predictions.decoder.weight"] = state["cls.predictions.decoder.weight"] + 1
-    torch.save(state, path)
-    with pytest.raises(ConversionError, match="cls.predictions.decoder.weight should be the same tensor"):
-        convert(path, config)
-
-
-def test_task_checkpoints_get_a_hint(uniter_checkpoint):
-    state, config, path = uniter_checkpoint
-    torch.save(state | {"clfs_dict.TASK1.weight": torch.zeros(2)}, path)
-    with pytest.raises(ConversionError, match="fine-tuned task model"):
+    edit, message = BROKEN_CHECKPOINTS[case]
+    torch.save(edit(state), path)
+    with pytest.raises(ConversionError, match=message):
         convert(path, config)
 
 

@@ -125,7 +125,7 @@ def test_padding_does_not_change_real_outputs(model_type):
 
 
 def test_vl_bert_release_positions_depend_on_the_batch():
-    """With the release's switch on, a caption's embedding moves at the shortest batch-mate's end, as in the release."""
+    """With the release's switch on, a caption's positions move at the shortest batch-mate's end, as in the release."""
     model = build("vlzoo_vl_bert", vl_bert_shared_text_positions=True)
     inputs = make_inputs(model.config, batch=3)
     batched = model(**inputs).text_last_hidden_state[0]

@@ -22,6 +22,16 @@ from vl_zoo.models.programs import lxmert_program, single_stream_program
 
 SIZES = {"vocab_size": 99, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
 PUBLISHED = {"fusion_method": "text", "fusion_act": "tanh", "pooler_size": 32, "add_global_imgfeat": None}
+OURS = {
+    **SIZES,
+    **PUBLISHED,
+    "v_hidden_size": 32,
+    "v_num_attention_heads": 4,
+    "v_intermediate_size": 64,
+    "v_feature_size": 16,
+    "v_pooler_size": 32,
+    "max_position_embeddings": 64,
+}
 ATOL = 1e-5
 
 
@@ -30,18 +40,7 @@ def visual_bert_pair():
         HFVisualBertConfig(**SIZES, num_hidden_layers=3, visual_embedding_dim=16, max_position_embeddings=64)
     )
     ours = vl_zoo.VisualBertForPreTraining(
-        vl_zoo.VisualBertConfig(
-            **SIZES,
-            **PUBLISHED,
-            **single_stream_program(3),
-            v_hidden_size=32,
-            v_num_attention_heads=4,
-            v_intermediate_size=64,
-            v_feature_size=16,
-            v_pooler_size=32,
-            max_position_embeddings=64,
-            visual_target_weights={},
-        )
+        vl_zoo.VisualBertConfig(**OURS, **single_stream_program(3), visual_target_weights={})
     )
     return randomize_(hf, seed=11).eval(), ours.eval()
 
@@ -80,19 +79,7 @@ def lxmert_pair():
         )
     )
     ours = vl_zoo.LxmertForPreTraining(
-        vl_zoo.LxmertConfig.from_preset(
-            "original_qa",
-            **SIZES,
-            **PUBLISHED,
-            **lxmert_program(3, 2, 2),
-            v_hidden_size=32,
-            v_num_attention_heads=4,
-            v_intermediate_size=64,
-            v_feature_size=16,
-            v_pooler_size=32,
-            qa_num_answers=11,
-            max_position_embeddings=64,
-        )
+        vl_zoo.LxmertConfig.from_preset("original_qa", **OURS, **lxmert_program(3, 2, 2), qa_num_answers=11)
     )
     return randomize_(hf, seed=12).eval(), ours.eval()
 

@@ -209,75 +209,56 @@ class VLForPreTraining(VLPreTrainedModel):
             output_attentions=output_attentions,
             return_dict=True,
         )
-        mlm_logits = self.mlm_head(backbone.text_last_hidden_state)
-        by_target = self.region_head(backbone.vision_last_hidden_state) if self.region_head is not None else None
-        pooled = None if backbone.pooler_output is None else self.dropout(backbone.pooler_output)
-        itm_logits = self.itm_head(pooled) if self.itm_head is not None else None
-        answer_logits = self.answer_head(pooled) if self.answer_head is not None else None
-
-        losses = self._losses(
-            mlm_logits,
-            by_target,
-            itm_logits,
-            answer_logits,
-            labels,
-            region_targets,
-            region_mask,
-            itm_labels,
-            answer_labels,
-        )
-        output = VLForPreTrainingOutput(
-            **losses,
-            mlm_logits=mlm_logits,
-            region_logits=None if by_target is None else next(iter(by_target.values())),
-            region_logits_by_target=by_target,
-            itm_logits=itm_logits,
-            answer_logits=answer_logits,
-            text_last_hidden_state=backbone.text_last_hidden_state,
-            vision_last_hidden_state=backbone.vision_last_hidden_state,
-            pooler_output=backbone.pooler_output,
-            text_pooler_output=backbone.text_pooler_output,
-            vision_pooler_output=backbone.vision_pooler_output,
-            text_hidden_states=backbone.text_hidden_states,
-            vision_hidden_states=backbone.vision_hidden_states,
-            attentions=backbone.attentions,
-        )
+        heads = self._heads(backbone)
+        losses = self._losses(heads, labels, region_targets, region_mask, itm_labels, answer_labels)
+        by_target = heads["region_logits_by_target"]
+        region_logits = None if by_target is None else next(iter(by_target.values()))
+        output = VLForPreTrainingOutput(**losses, **heads, region_logits=region_logits, **dict(backbone.items()))
         return output if return_dict else output.to_tuple()
+
+    def _heads(self, backbone: VLModelOutput) -> dict[str, torch.Tensor | dict | None]:
+        """Every head's logits; the pooled heads read the fused pooled output after dropout."""
+        pooled = None if backbone.pooler_output is None else self.dropout(backbone.pooler_output)
+        vision = backbone.vision_last_hidden_state
+        return {
+            "mlm_logits": self.mlm_head(backbone.text_last_hidden_state),
+            "region_logits_by_target": self.region_head(vision) if self.region_head is not None else None,
+            "itm_logits": self.itm_head(pooled) if self.itm_head is not None else None,
+            "answer_logits": self.answer_head(pooled) if self.answer_head is not None else None,
+        }
 
     def _losses(
         self,
-        mlm_logits,
-        by_target,
-        itm_logits,
-        answer_logits,
-        labels,
-        region_targets,
-        region_mask,
-        itm_labels,
-        answer_labels,
+        heads: dict,
+        labels: torch.Tensor | None,
+        region_targets: torch.Tensor | dict | None,
+        region_mask: torch.Tensor | None,
+        itm_labels: torch.Tensor | None,
+        answer_labels: torch.Tensor | None,
     ) -> dict[str, torch.Tensor | None]:
+        """The loss of each objective whose labels were given, and their weighted sum as `loss`."""
         config = self.config
         parts: dict[str, torch.Tensor | None] = {}
         weighted = []
         if labels is not None:
-            _check_label_shape("labels", labels, mlm_logits.shape[:2], "(batch, text length)")
-            parts["mlm_loss"] = masked_lm_loss(mlm_logits, labels)
+            _check_label_shape("labels", labels, heads["mlm_logits"].shape[:2], "(batch, text length)")
+            parts["mlm_loss"] = masked_lm_loss(heads["mlm_logits"], labels)
             weighted.append(config.mlm_weight * parts["mlm_loss"])
         if region_targets is not None or region_mask is not None:
-            parts["region_loss"] = self._region_loss(by_target, region_targets, region_mask)
+            parts["region_loss"] = self._region_loss(heads["region_logits_by_target"], region_targets, region_mask)
             weighted.append(parts["region_loss"])
         if itm_labels is not None:
-            if itm_logits is None:
+            if heads["itm_logits"] is None:
                 raise ValueError(
                     "itm_labels were given, but this model has no matching head (fusion_method is 'none')"
                 )
-            _check_label_shape("itm_labels", itm_labels, itm_logits.shape[:1], "(batch,)")
-            parts["itm_loss"] = matching_loss(itm_logits, itm_labels)
+            _check_label_shape("itm_labels", itm_labels, heads["itm_logits"].shape[:1], "(batch,)")
+            parts["itm_loss"] = matching_loss(heads["itm_logits"], itm_labels)
             weighted.append(config.itm_weight * parts["itm_loss"])
         if answer_labels is not None:
-            if answer_logits is None:
+            if heads["answer_logits"] is None:
                 raise ValueError("answer_labels were given, but this model has no answer head (qa_num_answers is 0)")
-            parts["answer_loss"] = answer_loss(answer_logits, answer_labels)
+            parts["answer_loss"] = answer_loss(heads["answer_logits"], answer_labels)
             weighted.append(config.qa_task_weight * parts["answer_loss"])
         parts["loss"] = torch.stack(weighted).sum() if weighted else None
         return parts
