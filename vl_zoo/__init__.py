@@ -1,7 +1,7 @@
 """vl_zoo: ViLBERT, LXMERT, VL-BERT, VisualBERT and UNITER as transformers models on one unified encoder.
 
 Importing the package registers the five architectures with `AutoConfig`, `AutoModel`,
-`AutoModelForPreTraining` and `AutoModelForVisualQuestionAnswering`.
+`AutoModelForPreTraining`, `AutoModelForVisualQuestionAnswering` and `AutoProcessor`.
 """
 
 from .configuration import VLConfig
@@ -25,6 +25,7 @@ from .models.visual_bert import (
     VisualBertModel,
 )
 from .models.vl_bert import VLBertConfig, VLBertForPreTraining, VLBertForVisualQuestionAnswering, VLBertModel
+from .processing import RegionFeatureProcessor, VLProcessor
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "LxmertForPreTraining",
     "LxmertForVisualQuestionAnswering",
     "LxmertModel",
+    "RegionFeatureProcessor",
     "UniterConfig",
     "UniterForPreTraining",
     "UniterForVisualQuestionAnswering",
@@ -52,6 +54,7 @@ __all__ = [
     "VLModel",
     "VLModelOutput",
     "VLPreTrainedModel",
+    "VLProcessor",
     "ViLBertConfig",
     "ViLBertForPreTraining",
     "ViLBertForVisualQuestionAnswering",

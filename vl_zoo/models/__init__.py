@@ -7,6 +7,7 @@ from transformers import (
     AutoModel,
     AutoModelForPreTraining,
     AutoModelForVisualQuestionAnswering,
+    AutoProcessor,
 )
 
 from ..configuration import VLConfig
@@ -38,12 +39,15 @@ MODEL_TYPE_BY_EMBEDDING = {entry[0].image_embeddings: model_type for model_type,
 
 
 def register_auto_classes() -> None:
-    """Register the five architectures with AutoConfig and the three Auto model classes (idempotent)."""
+    """Register the five architectures with AutoConfig, the three Auto model classes and AutoProcessor."""
+    from ..processing import VLProcessor
+
     for model_type, (config, model, pretraining, vqa) in ARCHITECTURES.items():
         AutoConfig.register(model_type, config, exist_ok=True)
         AutoModel.register(config, model, exist_ok=True)
         AutoModelForPreTraining.register(config, pretraining, exist_ok=True)
         AutoModelForVisualQuestionAnswering.register(config, vqa, exist_ok=True)
+        AutoProcessor.register(config, VLProcessor, exist_ok=True)
 
 
 def config_class_for(model_type: str) -> type[VLConfig]:
