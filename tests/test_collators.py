@@ -174,6 +174,18 @@ def test_same_seed_same_batches_other_seed_other_batches(tokenizer, processor, s
     assert not torch.equal(first[0]["labels"], first[1]["labels"])  # the call count moves the draws on
 
 
+def test_indexed_rows_get_the_same_draws_whenever_they_come(tokenizer, processor, store):
+    """Rows carrying `_index` are masked by their content, not by how many batches came before (exact resume)."""
+    rows = [dict(row, _index=i) for i, row in enumerate(random_captions(16, seed=5))]
+    fresh = PretrainingCollator(tokenizer, processor, store, seed=3)
+    used = PretrainingCollator(tokenizer, processor, store, seed=3)
+    used(rows[8:])  # an earlier batch moves the call count on
+    one, two = fresh(rows[:8]), used(rows[:8])
+    assert all(torch.equal(one[key], two[key]) for key in one)
+    other = fresh(rows[8:])
+    assert not torch.equal(one["region_mask"], other["region_mask"][:, : one["region_mask"].shape[1]])
+
+
 def test_draws_differ_by_rank_and_worker(monkeypatch):
     main, rank_one = SeededDraws(0, rank=0), SeededDraws(0, rank=1)
     reference = main.next_generator().random(4)
