@@ -37,21 +37,21 @@ def region_loss(
     weight each region's cross-entropy.
     """
     kind = REGION_TARGETS[target_id][0]
-    logits = _upcast(logits)
-    mask = mask.to(logits.dtype)
-    count = mask.sum().clamp(min=1)
+    chosen = mask.bool()  # only the masked regions are scored; the other rows cost nothing
+    logits = _upcast(logits[chosen])  # (N, C)
+    count = max(int(chosen.sum()), 1)
     if kind == "kl":
-        per_class = F.kl_div(F.log_softmax(logits, dim=-1), target.to(logits.dtype), reduction="none")  # (B, R, C)
-        return (per_class.sum(-1) * mask).sum() / count
+        per_class = F.kl_div(F.log_softmax(logits, dim=-1), target[chosen].to(logits.dtype), reduction="none")
+        return per_class.sum() / count
     if kind in ("mse", "smooth_l1"):
         loss_fn = F.mse_loss if kind == "mse" else F.smooth_l1_loss
-        per_value = loss_fn(logits, target.to(logits.dtype), reduction="none")  # (B, R, F)
-        return (per_value.sum(-1) * mask).sum() / (count * logits.shape[-1])
+        per_value = loss_fn(logits, target[chosen].to(logits.dtype), reduction="none")  # (N, F)
+        return per_value.sum() / (count * logits.shape[-1])
     labels, weights = target if isinstance(target, tuple) else (target, None)
-    per_region = F.cross_entropy(logits.flatten(0, 1), labels.flatten().long(), reduction="none").view_as(mask)
+    per_region = F.cross_entropy(logits, labels[chosen].long(), reduction="none")  # (N,)
     if weights is not None:
-        per_region = per_region * weights.to(logits.dtype)
-    return (per_region * mask).sum() / count
+        per_region = per_region * weights[chosen].to(logits.dtype)
+    return per_region.sum() / count
 
 
 def matching_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
