@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import MODEL_TYPES, tiny_config
 from transformers import AutoModel, AutoProcessor, BertTokenizer
 
 import vl_zoo
@@ -131,3 +131,45 @@ def test_vl_processor_follows_the_model_config():
         VLProcessor(tokenizer())(
             text=["a red cube"], features=two_images()[0], boxes=two_images()[1], image_sizes=two_images()[2]
         )
+
+
+def test_longest_padding_pads_to_the_batch_and_keeps_the_rows_aligned():
+    features, boxes, sizes = two_images()
+    full = RegionFeatureProcessor(max_regions=8, add_global_feature="last")
+    short = RegionFeatureProcessor(max_regions=8, add_global_feature="last", padding="longest")
+    padded, trimmed = full(features, boxes, sizes), short(features, boxes, sizes)
+    assert padded["visual_feats"].shape == (2, 9, 4) and trimmed["visual_feats"].shape == (2, 6, 4)
+    for key in padded:
+        assert torch.equal(padded[key][:, :6], trimmed[key]), key
+    assert not padded["visual_attention_mask"][:, 6:].any()
+    per_region = [np.arange(3.0), np.arange(5.0)]
+    assert np.array_equal(short.scatter(per_region), full.scatter(per_region)[:, :6])
+    # max_regions still caps the rows
+    capped = RegionFeatureProcessor(max_regions=2, add_global_feature="first", padding="longest")
+    assert capped(features, boxes, sizes)["visual_feats"].shape == (2, 3, 4)
+    with pytest.raises(ValueError, match="padding='shortest' is not supported"):
+        RegionFeatureProcessor(4, padding="shortest")
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_longest_padding_gives_the_same_outputs(model_type):
+    config = tiny_config(model_type, v_feature_size=4, vocab_size=len(WORDS))
+    model = AutoModel.from_config(config).eval()
+    features, boxes, sizes = two_images()
+    outputs = []
+    for padding in ("max_regions", "longest"):
+        processor = VLProcessor(tokenizer(), RegionFeatureProcessor.from_config(config, 12, padding=padding))
+        batch = processor(text=["a red cube", "a blue ball"], features=features, boxes=boxes, image_sizes=sizes)
+        with torch.no_grad():
+            outputs.append((model(**batch), batch["visual_attention_mask"].bool()))
+    (full, full_mask), (short, short_mask) = outputs
+    torch.testing.assert_close(full.text_last_hidden_state, short.text_last_hidden_state, atol=1e-5, rtol=0)
+    torch.testing.assert_close(full.pooler_output, short.pooler_output, atol=1e-5, rtol=0)
+    kept = full.vision_last_hidden_state[:, : short_mask.shape[1]][short_mask]
+    torch.testing.assert_close(kept, short.vision_last_hidden_state[short_mask], atol=1e-5, rtol=0)
+
+
+def test_vl_processor_saves_its_region_padding(tmp_path):
+    processor = VLProcessor(tokenizer(), RegionFeatureProcessor(6, "first", padding="longest"))
+    processor.save_pretrained(tmp_path)
+    assert VLProcessor.from_pretrained(tmp_path).region_processor.padding == "longest"

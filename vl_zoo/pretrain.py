@@ -43,6 +43,7 @@ from .training import (
     IndexedRows,
     build_optimizer,
     build_pretraining_model,
+    check_config_overrides,
     check_output_dir,
     checkpoint_step,
     find_checkpoint,
@@ -64,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--overwrite-output-dir", action="store_true", help="replace a non-empty --output-dir")
     add("--tokenizer", default=None, help="tokenizer folder, when the data folder has none")
     add("--text-init", default=None, help="a text-only BERT checkpoint folder for the text side")
+    add(
+        "--config-overrides",
+        default=None,
+        help="model config fields for a model_type, as name=value pairs separated by commas "
+        "(e.g. hidden_dropout_prob=0,attention_probs_dropout_prob=0); values are read as JSON, else as strings",
+    )
     add("--max-regions", type=int, default=36)
     add("--max-length", type=int, default=38)
     add("--batch-size", type=int, default=256, help="total batch per optimiser step, over processes")
@@ -104,6 +111,14 @@ def check_args(args: argparse.Namespace) -> None:
         )
     if args.model not in ARCHITECTURES and args.preset != "ctrl":
         raise SystemExit("--preset applies to a model_type; a saved model folder brings its own config")
+    if args.model not in ARCHITECTURES and args.config_overrides:
+        raise SystemExit("--config-overrides applies to a model_type; a saved model folder brings its own config")
+    args.config_overrides = parse_config_overrides(args.config_overrides)
+    if args.model in ARCHITECTURES:
+        try:
+            check_config_overrides(args.model, args.preset, args.config_overrides)
+        except ValueError as error:
+            raise SystemExit(f"--config-overrides: {error}") from None
     if args.resume_from_checkpoint and args.overwrite_output_dir:
         raise SystemExit("--resume-from-checkpoint continues a run in --output-dir; it cannot also overwrite it")
     for option, spec in (("--train-data", args.train_data), ("--eval-data", args.eval_data)):
@@ -116,6 +131,22 @@ def check_args(args: argparse.Namespace) -> None:
                 )
     if not 0 <= args.warmup_ratio < 1:
         raise SystemExit(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}")
+
+
+def parse_config_overrides(text: str | None) -> dict[str, Any]:
+    """ "a=1,b=true,c=gelu" -> {"a": 1, "b": True, "c": "gelu"}; names are checked when the config is built."""
+    overrides: dict[str, Any] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--config-overrides: {item!r} is not name=value (pairs are separated by commas)")
+        try:
+            overrides[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = value.strip()
+    return overrides
 
 
 def make_accelerator(args: argparse.Namespace) -> Accelerator:
@@ -160,11 +191,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
 
     # Model, with the global region where its config wants it.
-    model = build_pretraining_model(args.model, args.preset, len(data.tokenizer), data.store.feature_size, {})
+    model = build_pretraining_model(
+        args.model, args.preset, len(data.tokenizer), data.store.feature_size, args.config_overrides
+    )
     if args.text_init:
         initialise_text_from_bert(model, args.text_init)
-    regions = RegionFeatureProcessor.from_config(model.config, args.max_regions)
-    processor = VLProcessor(data.tokenizer, regions)
+    processor = VLProcessor.for_model(model.config, data.tokenizer, args.max_regions)
+    # Training batches are padded to their largest image only: the same outputs, less work on small scenes.
+    regions = RegionFeatureProcessor.from_config(model.config, args.max_regions, padding="longest")
 
     per_process = args.batch_size // (accelerator.num_processes * args.gradient_accumulation_steps)
     if per_process < 1:

@@ -20,6 +20,7 @@ from .configuration import GLOBAL_REGION_PLACES, VLConfig
 
 logger = logging.getLogger(__name__)
 
+PADDING_CHOICES = ("max_regions", "longest")
 GLOBAL_BOX = np.array([0.0, 0.0, 1.0, 1.0, 1.0], dtype=np.float32)
 
 
@@ -30,27 +31,44 @@ class RegionFeatureProcessor:
         max_regions: regions kept per image (the first ones, in the detector's order).
         add_global_feature: where the global image row goes: "first", "last" (right after the kept regions,
             before the padding) or None for no global row.
+        padding: "max_regions" pads every batch to `max_regions` rows plus the global row, as the release does;
+            "longest" pads to the batch's largest image only (padded rows are masked out, so the outputs of the
+            real rows are the same, and images with few regions cost far less).
     """
 
-    def __init__(self, max_regions: int = 36, add_global_feature: str | None = "first") -> None:
+    def __init__(
+        self, max_regions: int = 36, add_global_feature: str | None = "first", padding: str = "max_regions"
+    ) -> None:
         if not isinstance(max_regions, int) or max_regions <= 0:
             raise ValueError(f"max_regions must be a positive int, got {max_regions!r}")
         if add_global_feature not in GLOBAL_REGION_PLACES:
             raise ValueError(
                 f"add_global_feature={add_global_feature!r} is not supported; allowed: {list(GLOBAL_REGION_PLACES)}"
             )
+        if padding not in PADDING_CHOICES:
+            raise ValueError(f"padding={padding!r} is not supported; allowed: {list(PADDING_CHOICES)}")
         self.max_regions = max_regions
         self.add_global_feature = add_global_feature
+        self.padding = padding
 
     @classmethod
-    def from_config(cls, config: VLConfig, max_regions: int = 36) -> RegionFeatureProcessor:
+    def from_config(
+        cls, config: VLConfig, max_regions: int = 36, padding: str = "max_regions"
+    ) -> RegionFeatureProcessor:
         """The region processor a model expects: its global row where `config.add_global_imgfeat` says."""
-        return cls(max_regions=max_regions, add_global_feature=config.add_global_imgfeat)
+        return cls(max_regions=max_regions, add_global_feature=config.add_global_imgfeat, padding=padding)
 
     @property
     def num_rows(self) -> int:
-        """Rows per image in the output: the kept regions and the global row."""
+        """Rows per image when padded to `max_regions`: the kept regions and the global row."""
         return self.max_regions + (self.add_global_feature is not None)
+
+    def batch_rows(self, region_counts: Sequence[int]) -> int:
+        """Rows per image in the output for a batch of images with these region counts (see `padding`)."""
+        if self.padding == "max_regions":
+            return self.num_rows
+        longest = min(max(region_counts, default=0), self.max_regions)
+        return longest + (self.add_global_feature is not None)
 
     def region_rows(self, num_regions: int) -> np.ndarray:
         """Output row of each kept region of an image with `num_regions` regions."""
@@ -80,10 +98,10 @@ class RegionFeatureProcessor:
         """
         features, boxes = self._check(features, boxes, image_sizes)
         feature_size = features[0].shape[1]
-        batch = len(features)
-        visual_feats = np.zeros((batch, self.num_rows, feature_size), dtype=np.float32)
-        visual_pos = np.zeros((batch, self.num_rows, 5), dtype=np.float32)
-        visual_attention_mask = np.zeros((batch, self.num_rows), dtype=np.int64)
+        batch, num_rows = len(features), self.batch_rows([len(f) for f in features])
+        visual_feats = np.zeros((batch, num_rows, feature_size), dtype=np.float32)
+        visual_pos = np.zeros((batch, num_rows, 5), dtype=np.float32)
+        visual_attention_mask = np.zeros((batch, num_rows), dtype=np.int64)
 
         # torch casts float16 features to float32 several times faster than numpy; both share this buffer.
         feats = torch.from_numpy(visual_feats)
@@ -119,7 +137,8 @@ class RegionFeatureProcessor:
         model sees.
         """
         trailing = np.asarray(per_image[0]).shape[1:] if len(per_image) else ()
-        out = np.full((len(per_image), self.num_rows, *trailing), fill, dtype=np.float32)
+        num_rows = self.batch_rows([len(values) for values in per_image])
+        out = np.full((len(per_image), num_rows, *trailing), fill, dtype=np.float32)
         for i, values in enumerate(per_image):
             values = np.asarray(values)
             kept = min(len(values), self.max_regions)
@@ -127,11 +146,16 @@ class RegionFeatureProcessor:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_regions": self.max_regions, "add_global_feature": self.add_global_feature}
+        return {
+            "max_regions": self.max_regions,
+            "add_global_feature": self.add_global_feature,
+            "padding": self.padding,
+        }
 
     def __repr__(self) -> str:
         return (
-            f"RegionFeatureProcessor(max_regions={self.max_regions}, add_global_feature={self.add_global_feature!r})"
+            f"RegionFeatureProcessor(max_regions={self.max_regions}, add_global_feature={self.add_global_feature!r}, "
+            f"padding={self.padding!r})"
         )
 
     def _check(
@@ -184,14 +208,17 @@ class VLProcessor(ProcessorMixin):
         region_processor: RegionFeatureProcessor | None = None,
         max_regions: int = 36,
         add_global_feature: str | None = "first",
+        region_padding: str = "max_regions",
         **kwargs: Any,
     ) -> None:
         if region_processor is not None:
             max_regions, add_global_feature = region_processor.max_regions, region_processor.add_global_feature
-        RegionFeatureProcessor(max_regions, add_global_feature)  # validates the settings
+            region_padding = region_processor.padding
+        RegionFeatureProcessor(max_regions, add_global_feature, region_padding)  # validates the settings
         # Scalars, not the object: ProcessorMixin serialises the processor's attributes to JSON.
         self.max_regions = max_regions
         self.add_global_feature = add_global_feature
+        self.region_padding = region_padding
         super().__init__(tokenizer, **kwargs)
 
     @classmethod
@@ -201,7 +228,7 @@ class VLProcessor(ProcessorMixin):
 
     @property
     def region_processor(self) -> RegionFeatureProcessor:
-        return RegionFeatureProcessor(self.max_regions, self.add_global_feature)
+        return RegionFeatureProcessor(self.max_regions, self.add_global_feature, self.region_padding)
 
     def __call__(
         self,

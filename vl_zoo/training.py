@@ -88,6 +88,7 @@ def build_pretraining_model(
 ) -> VLForPreTraining:
     """A model from a vl_zoo model_type and preset (fresh weights) or from a saved folder (its weights)."""
     if model in ARCHITECTURES:
+        check_config_overrides(model, preset, overrides)
         config = config_from_preset(model, preset, vocab_size=vocab_size, v_feature_size=feature_size, **overrides)
         return ARCHITECTURES[model][2](config)
     folder = Path(model)
@@ -106,6 +107,16 @@ def build_pretraining_model(
             f"but the data has a {vocab_size}-word tokenizer and {feature_size}-d features"
         )
     return loaded
+
+
+def check_config_overrides(model_type: str, preset: str, overrides: dict[str, Any]) -> None:
+    """ValueError for an override that is not a field of the model_type's config (a typo would be kept silently)."""
+    known = config_from_preset(model_type, preset).to_dict()
+    unknown = sorted(name for name in overrides if name not in known)
+    if unknown:
+        raise ValueError(
+            f"config overrides {unknown} are not fields of a {model_type} config; fields: {sorted(known)}"
+        )
 
 
 def build_optimizer(
