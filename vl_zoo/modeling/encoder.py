@@ -96,10 +96,11 @@ class AttentionMasks:
         if all(pattern):
             return self.padding
         if pattern not in self._cache:
-            t, r = self.text_length, self.padding.shape[-1] - self.text_length
-            allowed = torch.tensor([[spec.tt, spec.tv], [spec.vt, spec.vv]], device=self.padding.device)
-            allowed = allowed.repeat_interleave(torch.tensor([t, r], device=allowed.device), dim=0)
-            allowed = allowed.repeat_interleave(torch.tensor([t, r], device=allowed.device), dim=1)  # (T+R, T+R)
+            # Shapes here depend only on the text length, so torch.compile traces this without a graph break.
+            is_text = torch.arange(self.padding.shape[-1], device=self.padding.device) < self.text_length
+            query_text, key_text = is_text[:, None], is_text[None, :]  # (T + R, 1), (1, T + R)
+            allowed = (query_text & key_text & spec.tt) | (query_text & ~key_text & spec.tv)
+            allowed = allowed | (~query_text & key_text & spec.vt) | (~query_text & ~key_text & spec.vv)
             blocked = torch.finfo(self.padding.dtype).min
             self._cache[pattern] = self.padding.masked_fill(~allowed, blocked)  # (B, 1, T + R, T + R)
         return self._cache[pattern]
