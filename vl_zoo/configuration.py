@@ -112,6 +112,13 @@ class VLConfig(PreTrainedConfig):
         vl_bert_visual_from_last_row: give VL-BERT's text tokens the feature of the last region row and put
             the end token on row R-1, as the release does, instead of the global image row and the last real
             region.
+
+    Original-checkpoint switch (off by default, set by `conversion/convert_original.py --model vl-bert`):
+        vl_bert_end_row: the last real row of the vision stream is VL-BERT's own [END] token, as jackroos/VL-BERT
+            appends it after the regions: end embedding, position "text end + 1" and token type 2 only, its
+            feature and box unread. Off, the end embedding takes the place of the [IMG] word on the last real
+            region row instead (the unified release's reading). On, the inputs need that extra row (the
+            processor's `end_row`).
     """
 
     model_type = "vlzoo"
@@ -182,6 +189,9 @@ class VLConfig(PreTrainedConfig):
     # Release-compatibility switches (see the class docstring).
     vl_bert_shared_text_positions: bool = False
     vl_bert_visual_from_last_row: bool = False
+
+    # Original-checkpoint switch (see the class docstring).
+    vl_bert_end_row: bool = False
 
     tie_word_embeddings: bool = True
 
@@ -417,6 +427,18 @@ def _check_embedding_sizes(config: VLConfig) -> None:
                 f"v_coordinate_embeddings_dim must be positive for image_embeddings='vl-bert', got "
                 f"{config.v_coordinate_embeddings_dim}"
             )
+    if config.vl_bert_end_row and kind != "vl-bert":
+        raise ValueError(f"vl_bert_end_row=True is VL-BERT's [END] token, but image_embeddings is {kind!r}")
+    if config.vl_bert_end_row and config.vl_bert_visual_from_last_row:
+        raise ValueError(
+            "vl_bert_end_row=True (a separate [END] row) and vl_bert_visual_from_last_row=True (the release's end "
+            "token on row R-1) describe two different end tokens; set at most one"
+        )
+    if config.vl_bert_end_row and config.add_global_imgfeat == "last" and config.has_vision_pooler:
+        raise ValueError(
+            "vl_bert_end_row=True puts the [END] token on the last real row, where the vision pooler would look for "
+            "the global row (add_global_imgfeat='last'); put the global row first or pool text only"
+        )
     if kind in ("uniter", "visualbert") and config.type_vocab_size < 2:
         raise ValueError(
             f"image_embeddings={kind!r} uses token type 1 for regions; type_vocab_size is {config.type_vocab_size}"

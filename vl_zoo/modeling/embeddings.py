@@ -151,9 +151,10 @@ class VLBertEmbeddings(BaseEmbeddings):
 
     Regions whose feature is all zeros (masked or padded) get a learned mask feature instead. Region tokens add
     the `[IMG]` word embedding (the end embedding on the end row), position "text end" (+1 on the end row) and
-    token type 2. Text positions at or past the text end move past the regions. With
+    token type 2. Text tokens keep positions 0..end-1 (padding keeps its index, masked). With
     `vl_bert_visual_from_last_row` and `vl_bert_shared_text_positions` the release's behaviour is reproduced
-    (see VLConfig).
+    (see VLConfig). With `vl_bert_end_row` the end row is the original VL-BERT's separate [END] token: end
+    embedding + position + token type 2 only, without a visual part.
     """
 
     def __init__(self, config: VLConfig) -> None:
@@ -201,6 +202,12 @@ class VLBertEmbeddings(BaseEmbeddings):
             + self.position_embeddings(object_positions)
             + self.token_type_embeddings.weight[2]
         )
+        if self.config.vl_bert_end_row:
+            # The original's [END] token has no visual part: its row's feature and box are not read.
+            end_tokens = (
+                self.end_embedding + self.position_embeddings(object_positions) + self.token_type_embeddings.weight[2]
+            )
+            object_tokens = torch.where(is_end.unsqueeze(-1), end_tokens, object_tokens)
 
         # Text tokens: word + visual part + position + token type.
         if self.text_visual_proj is not None:
@@ -223,26 +230,31 @@ class VLBertEmbeddings(BaseEmbeddings):
             return end_row, regions[:, -1]
 
         end_row = last_real_row(visual_attention_mask)
+        region_mask = visual_attention_mask
+        if self.config.vl_bert_end_row:
+            # The end row is a token of its own, not a region: the regions end one row before it.
+            region_mask = visual_attention_mask.index_put((rows, end_row), torch.zeros_like(end_row).to(region_mask))
         place = self.config.add_global_imgfeat
         if place == "first":
             return end_row, regions[:, 0]
         if place == "last":
-            return end_row, regions[rows, end_row]
-        weights = visual_attention_mask.to(regions.dtype).unsqueeze(-1)
+            return end_row, regions[rows, last_real_row(region_mask)]
+        weights = region_mask.to(regions.dtype).unsqueeze(-1)
         return end_row, (regions * weights).sum(1) / weights.sum(1).clamp(min=1)
 
     def _positions(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_regions: int, is_end: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Text positions (B, T) and region positions (B, R), as VL-BERT lays out [text; regions; end]."""
-        if self.config.vl_bert_shared_text_positions:
-            text_end = (input_ids != 0).sum(1, keepdim=True)
-            shift_from = text_end.min().expand_as(text_end)
-        else:
-            text_end = attention_mask.sum(1, keepdim=True).to(torch.int64)
-            shift_from = text_end
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        text_positions = positions + num_regions * (positions >= shift_from)
+        if self.config.vl_bert_shared_text_positions:
+            # The release moves every text position from the batch's shortest text on past the regions.
+            text_end = (input_ids != 0).sum(1, keepdim=True)
+            text_positions = positions + num_regions * (positions >= text_end.min())
+        else:
+            # Real text tokens keep 0..end-1; padding (masked, never read) keeps its index, within the table.
+            text_end = attention_mask.sum(1, keepdim=True).to(torch.int64)
+            text_positions = positions
         object_positions = text_end + is_end.to(torch.int64)  # (B, R)
         return text_positions, object_positions
 

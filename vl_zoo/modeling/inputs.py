@@ -89,7 +89,9 @@ def _check_lengths(config: VLConfig, length: int, regions: int) -> None:
         raise ValueError("visual_feats has 0 regions; give at least one region (the processor adds a global one)")
     last_position = length - 1
     if config.image_embeddings == "vl-bert":
-        last_position = max(length - 1 + regions, length + 1)  # text after the regions, and the end token
+        last_position = length + 1  # the regions at "text end", the end token one past it
+    if config.image_embeddings == "vl-bert" and config.vl_bert_shared_text_positions:
+        last_position = length - 1 + regions  # the release moves text positions past the regions
     if last_position >= config.max_position_embeddings:
         raise ValueError(
             f"input_ids has length {length} (with {regions} regions), which needs position {last_position}, but "

@@ -3,7 +3,8 @@
 ctrl: 9 language and 5 relationship layers (the first 5 side by side), then 5 cross layers whose
 cross-attention serves both directions with one set of parameters; regions embedded as
 (LayerNorm(W_f feature) + LayerNorm(W_b box)) / 2. "original": the published head and inputs (4-d boxes,
-no global region, text-only pooling with a 768 pooler, LXMERT's object, attribute and feature targets).
+no global region, text-only pooling through a tanh 768 pooler, LXMERT's object, attribute and feature targets);
+"original_qa" adds its 9500-answer pretraining question-answering head.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ ORIGINAL = {
     "pooler_size": 768,
     "v_pooler_size": 768,
     "fusion_method": "text",
+    "fusion_act": "tanh",
+    "clf_hidden_size": 1536,
     "visual_target_weights": {"3": 6.667, "4": 6.667, "5": 6.667},
 }
 

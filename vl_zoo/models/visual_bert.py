@@ -1,7 +1,8 @@
 """VisualBERT (Li et al., 2019): one stream; regions are projected features with visual type and position.
 
-ctrl: 12 BERT layers over [text; regions]; VisualBERT has no box input. There is no "original" preset: the
-published sizes are those of ctrl, and the published inputs differ only in the detector.
+ctrl: 12 BERT layers over [text; regions]; VisualBERT has no box input. "original": the authors' head and inputs
+(uclanlp/visualbert, and transformers' port): no global region, the tanh pooler on [CLS] alone (768 wide), no
+masked-region head; the sizes are those of ctrl.
 """
 
 from __future__ import annotations
@@ -13,13 +14,22 @@ from ..modeling.model import VLForPreTraining, VLForVisualQuestionAnswering, VLM
 from .programs import single_stream_program
 from .vl_bert import SINGLE_STREAM_TINY
 
+ORIGINAL = {
+    "add_global_imgfeat": None,
+    "fusion_method": "text",
+    "fusion_act": "tanh",
+    "pooler_size": 768,
+    "v_pooler_size": 768,
+    "visual_target_weights": {},
+}
+
 
 class VisualBertConfig(VLConfig):
     """VisualBERT; defaults are the controlled setting (`ctrl_visualbert_base` of the release)."""
 
     model_type = "vlzoo_visual_bert"
     image_embeddings: str = "visualbert"
-    presets = {"ctrl": {}, "tiny": SINGLE_STREAM_TINY}
+    presets = {"ctrl": {}, "original": ORIGINAL, "tiny": SINGLE_STREAM_TINY}
 
     @classmethod
     def default_program(cls) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """VL-BERT (Su et al., 2020): one stream; each region is a projected [sin/cos box code; feature].
 
 ctrl: 12 BERT layers over [text; regions]; text tokens also receive a region's visual feature; regions carry
-the [IMG] word embedding, token type 2 and the text-end position. "original": the published inputs (4-d
-boxes, the global region last), no pooler and no matching head, and the hard-label region classifier.
+the [IMG] word embedding, token type 2 and the text-end position. "original": the unified release's reading of
+the published model (vl-bert_base.json: 4-d boxes, the global region last, the end token on a region row), no
+pooler and no matching head, and the hard-label region classifier. "original_authors": the inputs of the
+authors' own release (jackroos/VL-BERT), which `conversion/convert_original.py --model vl-bert` converts: the
+whole-image region first (text tokens read its feature) and [END] as a row of its own after the regions.
 """
 
 from __future__ import annotations
@@ -17,6 +20,15 @@ from .vilbert import TINY
 SINGLE_STREAM_TINY = {**TINY, "v_pooler_size": 24, **single_stream_program(3)}
 
 
+ORIGINAL = {
+    "num_locs": 4,
+    "add_global_imgfeat": "last",
+    "fusion_method": "none",
+    "visual_target_weights": {"6": 1.0},
+    "clf_hidden_size": 768,
+}
+
+
 class VLBertConfig(VLConfig):
     """VL-BERT; defaults are the controlled setting (`ctrl_vl-bert_base` of the release)."""
 
@@ -26,13 +38,8 @@ class VLBertConfig(VLConfig):
     image_head_ln: bool = False
     presets = {
         "ctrl": {},
-        "original": {
-            "num_locs": 4,
-            "add_global_imgfeat": "last",
-            "fusion_method": "none",
-            "visual_target_weights": {"6": 1.0},
-            "clf_hidden_size": 768,
-        },
+        "original": ORIGINAL,
+        "original_authors": {**ORIGINAL, "add_global_imgfeat": "first", "vl_bert_end_row": True},
         "tiny": {**SINGLE_STREAM_TINY, "v_coordinate_embeddings_dim": 256},
     }
 
