@@ -5,8 +5,15 @@ text and vision names of a shared sub-layer, UNITER's image token-type table) ap
 such alias is checked to equal its canonical tensor and dropped; every other key is renamed; the image-text
 matching classifier swaps its two rows, since the release calls a match 0 and vl_zoo calls it 1.
 
+A fine-tuned task checkpoint of the release (`BertForVLTasks.state_dict()`: the backbone under `bert.*` and
+one head per task under `clfs_dict.TASK<id>.*`, no pretraining heads) converts into the task's vl_zoo class
+(`VLForVisualQuestionAnswering`, `VLForVisualReasoning`, ...), its task recorded as `config.finetuning_task`.
+The release's task ids (its `config_tasks/*.yml`) say which task a head is; `--task` names it for other ids.
+
 Usage:
     python conversion/convert_volta.py --checkpoint pytorch_model_9.bin --config ctrl_vilbert_base.json --output DIR
+    python conversion/convert_volta.py --checkpoint VQA_ctrl_uniter_base/pytorch_model_19.bin \
+        --config ctrl_uniter_base.json --labels vqa_answers.json --output DIR
 """
 
 from __future__ import annotations
@@ -15,14 +22,17 @@ import argparse
 import json
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
 from ..configuration import VLConfig
-from ..modeling.model import VLForPreTraining
-from ..models import ARCHITECTURES, MODEL_TYPE_BY_EMBEDDING
+from ..data.tasks import AnswerVocabulary
+from ..modeling.tasks import NLVR2_LABELS, SNLI_VE_LABELS
+from ..models import ARCHITECTURES, MODEL_TYPE_BY_EMBEDDING, task_model_class
 from .common import ConversionError, StateDictConversion, load_state_dict, prepare_output_dir, save_atomically
 
 logger = logging.getLogger(__name__)
@@ -181,14 +191,80 @@ SUBLAYER_NAMES = {
     ("output.LayerNorm", "output.v_LayerNorm"): "layer_norm",
 }
 SUBLAYER_KEY = re.compile(r"^bert\.encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
-TASK_HEAD_HINT = (
-    "\n  (keys under clfs_dict.* belong to a fine-tuned task model of the release; this converter reads the "
-    "pretraining checkpoints, pytorch_model_{epoch}.bin of the pretraining runs)"
-)
+# The release's task ids (config_tasks/*.yml) of the six fine-tuning tasks.
+RELEASE_TASK_IDS = {
+    "1": "vqa",
+    "15": "gqa",
+    "12": "nlvr2",
+    "13": "snli-ve",
+    "9": "refcoco",
+    "10": "refcoco",
+    "11": "refcoco",
+    "7": "retrieval",
+    "8": "retrieval",
+}
+_ANSWER_HEAD = {"logit_fc.0": "dense", "logit_fc.2": "layer_norm", "logit_fc.3": "decoder"}
+# Each task's head: the release's module under clfs_dict.TASK<id> ("" for a bare Linear) -> the vl_zoo module.
+TASK_HEADS: dict[str, dict[str, str]] = {
+    "vqa": {module: f"classifier.{ours}" for module, ours in _ANSWER_HEAD.items()},
+    "gqa": {module: f"classifier.{ours}" for module, ours in _ANSWER_HEAD.items()},
+    "nlvr2": {module: f"pair_classifier.{ours}" for module, ours in _ANSWER_HEAD.items()},
+    "snli-ve": {"": "entailment_classifier"},
+    "refcoco": {"": "region_classifier"},
+    "retrieval": {"": "matching_classifier"},
+}
+TASK_KEY = re.compile(r"^clfs_dict\.TASK(\w+?)\.(?:(.+)\.)?(weight|bias)$")
 
 
-def convert_state_dict(source: dict[str, torch.Tensor], config: VLConfig) -> StateDictConversion:
-    """Decide, for every key of a release state dict, which vl_zoo key it fills or why it is dropped."""
+@dataclass(frozen=True)
+class ReleaseTask:
+    """Which head of a release task checkpoint is converted (`TASK<task_id>`), and which vl_zoo task it is."""
+
+    task_id: str
+    task: str
+
+    def hint(self) -> str:
+        expected = sorted(f"clfs_dict.TASK{self.task_id}.{module}".rstrip(".") for module in TASK_HEADS[self.task])
+        return (
+            f"\n  (the checkpoint is a fine-tuned task model of the release, its head TASK{self.task_id} converted as "
+            f"{self.task!r}: it should hold the backbone bert.* and that head's weight and bias under {expected}; "
+            "a task model holds no pretraining heads cls.*)"
+        )
+
+
+def find_release_task(
+    source: dict[str, torch.Tensor], task_id: str | None = None, task: str | None = None
+) -> ReleaseTask | None:
+    """The task head to convert from a release checkpoint, or None for a pretraining checkpoint (no clfs_dict.*)."""
+    found = sorted({match.group(1) for key in source if (match := TASK_KEY.match(key))}, key=str)
+    if not found and not any(key.startswith("clfs_dict.") for key in source):
+        if task_id is not None or task is not None:
+            raise ConversionError("task_id / task were given, but the checkpoint has no task heads (clfs_dict.*)")
+        return None
+    if task_id is None:
+        if len(found) != 1:
+            heads = [f"TASK{i}" for i in found]
+            raise ConversionError(f"the checkpoint holds the heads {heads}; pass task_id (--task-id) to pick one")
+        task_id = found[0]
+    task_id = str(task_id).removeprefix("TASK")
+    if task_id not in found:
+        raise ConversionError(f"task_id {task_id!r}: the checkpoint has heads {[f'TASK{i}' for i in found]} only")
+    task = task or RELEASE_TASK_IDS.get(task_id)
+    if task not in TASK_HEADS:
+        raise ConversionError(
+            f"TASK{task_id} is not one of the release's ids of the six tasks ({RELEASE_TASK_IDS}); pass task "
+            f"(--task) to say which kind of head it is, one of {sorted(TASK_HEADS)}"
+        )
+    return ReleaseTask(task_id, task)
+
+
+def convert_state_dict(
+    source: dict[str, torch.Tensor], config: VLConfig, release_task: ReleaseTask | None = None
+) -> StateDictConversion:
+    """Decide, for every key of a release state dict, which vl_zoo key it fills or why it is dropped.
+
+    `release_task` names the task head to convert from a fine-tuned checkpoint (see `find_release_task`).
+    """
     conversion = StateDictConversion(source)
     specs = {spec.index: spec for spec in config.sublayer_specs()}
     embeddings = {**TEXT_EMBEDDINGS, **EMBEDDING_RENAMES[config.image_embeddings]}
@@ -212,6 +288,8 @@ def convert_state_dict(source: dict[str, torch.Tensor], config: VLConfig) -> Sta
             conversion.map(key, f"region_head.decoders.{module.rsplit('.', 1)[1]}.{leaf}")
         elif (match := SUBLAYER_KEY.match(key)) and int(match.group(1)) in specs:
             _convert_sublayer_key(conversion, key, specs[int(match.group(1))], match.group(2), match.group(3))
+        elif (match := TASK_KEY.match(key)) and release_task is not None:
+            _convert_task_key(conversion, key, release_task, match)
         else:
             conversion.unknown.append(key)
     return conversion
@@ -235,21 +313,81 @@ def _convert_sublayer_key(conversion: StateDictConversion, key: str, spec, name:
     conversion.unknown.append(key)
 
 
+def _convert_task_key(conversion: StateDictConversion, key: str, release_task: ReleaseTask, match: re.Match) -> None:
+    """A key of the chosen task head is renamed (SNLI-VE's rows reversed); other tasks' heads are dropped."""
+    task_id, module, leaf = match.group(1), match.group(2) or "", match.group(3)
+    if task_id != release_task.task_id:
+        conversion.drop(
+            key, f"head of the release task TASK{task_id}; the conversion keeps TASK{release_task.task_id}"
+        )
+        return
+    heads = TASK_HEADS[release_task.task]
+    if module not in heads:
+        conversion.unknown.append(key)
+        return
+    # The release numbers SNLI-VE's classes contradiction 0, neutral 1, entailment 2; vl_zoo the other way round.
+    transform = (lambda t: t.flip(0)) if release_task.task == "snli-ve" else None
+    conversion.map(key, f"{heads[module]}.{leaf}", transform)
+
+
+def _task_config(
+    config: VLConfig, release_task: ReleaseTask, source: dict[str, torch.Tensor], labels: list[str] | None
+) -> None:
+    """Record the task on the config, with the class names of its head."""
+    config.finetuning_task = release_task.task
+    names: list[str] | None = None
+    if release_task.task in ("vqa", "gqa"):
+        decoder = source.get(f"clfs_dict.TASK{release_task.task_id}.logit_fc.3.weight")
+        size = decoder.shape[0] if decoder is not None else len(labels or [])
+        if labels is not None and len(labels) != size:
+            raise ConversionError(f"labels has {len(labels)} answers, but the checkpoint's answer head has {size}")
+        names = labels or [f"LABEL_{index}" for index in range(size)]
+    elif labels is not None:
+        raise ConversionError(f"labels name the answers of a vqa or gqa head, not of a {release_task.task} head")
+    elif release_task.task == "nlvr2":
+        names = list(NLVR2_LABELS)
+    elif release_task.task == "snli-ve":
+        names = list(SNLI_VE_LABELS)
+    if names:
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: index for index, name in enumerate(names)}
+
+
 # ---------------------------------------------------------------------------------------------- driver
 
 
-def convert(checkpoint: str | Path, config_path: str | Path) -> tuple[VLForPreTraining, dict]:
-    """Build the vl_zoo pretraining model of a release checkpoint and return it with the conversion report."""
+def convert(
+    checkpoint: str | Path,
+    config_path: str | Path,
+    task_id: str | None = None,
+    task: str | None = None,
+    labels: list[str] | None = None,
+) -> tuple[PreTrainedModel, dict]:
+    """Build the vl_zoo model of a release checkpoint and return it with the conversion report.
+
+    Args:
+        checkpoint: a pretraining checkpoint (-> the architecture's `...ForPreTraining`) or a fine-tuned task
+            checkpoint (-> the task's class).
+        config_path: the release's config JSON of that checkpoint.
+        task_id: which head of a task checkpoint holding several (`TASK<id>` or `<id>`).
+        task: the vl_zoo task of that head, for task ids outside `RELEASE_TASK_IDS`.
+        labels: the answers of a VQA or GQA head in class order (the release keeps them apart from the checkpoint,
+            in its `*_label2ans.pkl`); without them the classes are named LABEL_0, LABEL_1, ...
+    """
     volta_config = json.loads(Path(config_path).read_text())
     config = config_from_volta(volta_config)
     source = load_state_dict(checkpoint)
     if source and all(key.startswith("module.") for key in source):
         source = {key[len("module.") :]: value for key, value in source.items()}
+    release_task = find_release_task(source, task_id, task)
 
-    conversion = convert_state_dict(source, config)
-    model = ARCHITECTURES[config.model_type][2](config)
-    hint = TASK_HEAD_HINT if any(key.startswith("clfs_dict.") for key in source) else ""
-    state = conversion.check(model, hint)
+    conversion = convert_state_dict(source, config, release_task)
+    if release_task is None:
+        model = ARCHITECTURES[config.model_type][2](config)
+    else:
+        _task_config(config, release_task, source, labels)
+        model = task_model_class(config.model_type, release_task.task)(config)
+    state = conversion.check(model, release_task.hint() if release_task else "")
     state = {key: value.to(torch.float32) if value.is_floating_point() else value for key, value in state.items()}
     model.load_state_dict(state, strict=False)
     _check_loaded(model, state)
@@ -258,22 +396,34 @@ def convert(checkpoint: str | Path, config_path: str | Path) -> tuple[VLForPreTr
     report = {
         "source": {"checkpoint": str(checkpoint), "config": str(config_path)},
         "model_type": config.model_type,
+        "model_class": type(model).__name__,
         "release_compatibility": {
             key: getattr(config, key) for key in ("vl_bert_shared_text_positions", "vl_bert_visual_from_last_row")
         },
-        "itm_head": "rows swapped: the release's index 0 (match) is vl_zoo's index 1",
+        **_head_notes(release_task),
         **conversion.report(),
     }
     return model, report
 
 
-def _check_loaded(model: VLForPreTraining, state: dict[str, torch.Tensor]) -> None:
-    """After loading, every converted tensor is in the model and the decoder is tied to the word embeddings."""
+def _head_notes(release_task: ReleaseTask | None) -> dict[str, str]:
+    """What the report says about the converted head."""
+    if release_task is None:
+        return {"itm_head": "rows swapped: the release's index 0 (match) is vl_zoo's index 1"}
+    notes = {"task": release_task.task, "release_task": f"TASK{release_task.task_id}"}
+    if release_task.task == "snli-ve":
+        notes["task_head"] = "rows reversed: the release's classes are contradiction, neutral, entailment"
+    return notes
+
+
+def _check_loaded(model: PreTrainedModel, state: dict[str, torch.Tensor]) -> None:
+    """After loading, every converted tensor is in the model and any MLM decoder is tied to the word embeddings."""
     loaded = model.state_dict()
     for key, value in state.items():
         if not torch.equal(loaded[key], value):
             raise ConversionError(f"{key} did not load")
-    if model.mlm_head.decoder.weight.data_ptr() != model.vl.embeddings.word_embeddings.weight.data_ptr():
+    decoder = getattr(getattr(model, "mlm_head", None), "decoder", None)
+    if decoder is not None and decoder.weight.data_ptr() != model.vl.embeddings.word_embeddings.weight.data_ptr():
         raise ConversionError("the MLM decoder is not tied to the word embeddings after loading")
 
 
@@ -283,19 +433,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="the release's config JSON of that checkpoint")
     parser.add_argument("--output", required=True, help="folder to write config.json and model.safetensors into")
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it is not empty")
+    parser.add_argument("--task-id", default=None, help="the head to convert when a task checkpoint holds several")
+    parser.add_argument("--task", default=None, choices=sorted(TASK_HEADS), help="the task of a head (other ids)")
+    parser.add_argument("--labels", default=None, help="JSON list of a VQA/GQA head's answers, in class order")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     output = prepare_output_dir(args.output, args.overwrite)
-    model, report = convert(args.checkpoint, args.config)
+    labels = AnswerVocabulary.load(args.labels).answers if args.labels else None
+    model, report = convert(args.checkpoint, args.config, args.task_id, args.task, labels)
     save_atomically(model, output, report, args.overwrite)
+    shared = type(model).__mro__[1].__name__
     logger.info(
-        "converted %d tensors (%d source keys dropped as aliases) into %s (%s); load it with "
-        "AutoModelForPreTraining.from_pretrained(%r) after `import vl_zoo`",
+        "converted %d tensors (%d source keys dropped) into %s (%s); load it with "
+        "vl_zoo.%s.from_pretrained(%r) after `import vl_zoo`",
         len(report["mapped"]),
         len(report["dropped"]),
         output,
-        report["model_type"],
+        report["model_class"],
+        shared,
         str(output),
     )
 

@@ -10,7 +10,7 @@ import logging
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 
 from ..configuration import VLConfig
@@ -43,6 +43,13 @@ class VLPreTrainedModel(PreTrainedModel):
         needs. A backbone key that is missing or unexpected, a head that is filled only in part, or a shape that
         does not fit raises RuntimeError naming the keys.
         """
+        if cls.config_class is VLConfig and kwargs.get("config") is None:
+            # A shared class (VLModel, VLForVisualEntailment, ...) loads as the saved architecture's subclass, so
+            # that the config is that architecture's and saves its model_type again.
+            from ..models import architecture_class
+
+            model_type = _saved_model_type(pretrained_model_name_or_path, kwargs)
+            return architecture_class(model_type, cls).from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_loading_info(model, info, str(pretrained_model_name_or_path))
@@ -374,6 +381,17 @@ def check_loading_info(model: PreTrainedModel, info: dict, source: str) -> None:
         )
     for head in sorted(new_heads):
         logger.info("%s: the checkpoint has no %s; it is newly initialised", type(model).__name__, head)
+
+
+# from_pretrained arguments that say where config.json is, as transformers' config loading reads them.
+_CONFIG_LOCATION_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+
+def _saved_model_type(pretrained_model_name_or_path, kwargs: dict) -> str:
+    """The model_type in the config.json of a checkpoint folder or Hub id."""
+    location = {key: kwargs[key] for key in _CONFIG_LOCATION_KWARGS if key in kwargs}
+    config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **location)
+    return str(config_dict.get("model_type"))
 
 
 def _check_label_shape(name: str, tensor: torch.Tensor, expected: torch.Size, meaning: str) -> None:
