@@ -2,12 +2,13 @@
 
 Visual question answering (VQAv2, GQA) is `VLForVisualQuestionAnswering` in model.py. The others:
 
-| class | task | head | loss |
-|---|---|---|---|
-| `VLForVisualReasoning` | NLVR2 | the statement runs once with each image; the two pooled outputs, concatenated, go through Linear, GELU, LayerNorm, Linear to 2 | binary cross-entropy on the one-hot label |
-| `VLForVisualEntailment` | SNLI-VE | Linear(pooled -> 3) | binary cross-entropy on the one-hot label |
-| `VLForReferringExpressions` | RefCOCO, RefCOCO+, RefCOCOg | Linear(region state -> 1) per region; padded regions never win | binary cross-entropy against each region's IoU with the referred box, summed over real regions, per example |
-| `VLForImageTextRetrieval` | Flickr30k, COCO | Linear(pooled -> 1), a matching score | cross-entropy over the gold pair and its negatives (the release trains with 3) |
+- `VLForVisualReasoning` (NLVR2): the statement runs once with each image; the two pooled outputs, concatenated,
+  go through Linear, GELU, LayerNorm, Linear to 2; binary cross-entropy on the one-hot label.
+- `VLForVisualEntailment` (SNLI-VE): Linear(pooled -> 3); binary cross-entropy on the one-hot label.
+- `VLForReferringExpressions` (RefCOCO, RefCOCO+, RefCOCOg): Linear(region state -> 1) per region, padded regions
+  never win; binary cross-entropy against each region's IoU with the referred box, summed over real regions.
+- `VLForImageTextRetrieval` (Flickr30k, COCO): Linear(pooled -> 1), a matching score; cross-entropy over the gold
+  pair and its negatives (the release trains with 3).
 
 Every pooled or region state passes through dropout (`hidden_dropout_prob`) before its head, as in the release.
 Each class loads any vl_zoo checkpoint with `from_pretrained`: the backbone must fit exactly, a head the

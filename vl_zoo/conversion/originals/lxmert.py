@@ -299,7 +299,7 @@ def _task_of(state: dict[str, torch.Tensor], root: str, hidden_size: int) -> tup
 def map_parameters(
     state: dict[str, torch.Tensor], parameters: dict[str, str], root: str, task: str
 ) -> StateDictConversion:
-    """Map every key the parameter map names; drop the tied decoder and task heads vl_zoo lacks; the rest is unknown."""
+    """Map every key the parameter map names; drop the tied decoder and the task heads vl_zoo lacks; the rest fail."""
     conversion = StateDictConversion(state)
     for key in state:
         if key in parameters:
