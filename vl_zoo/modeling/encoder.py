@@ -90,6 +90,16 @@ class AttentionMasks:
             return self.padding
         return self.padding[..., : self.text_length] if text else self.padding[..., self.text_length :]
 
+    def prepare(self, specs: list[SublayerSpec]) -> None:
+        """Build the joint masks of these sub-layers now, so that sub-layers only read the cache.
+
+        A sub-layer that fills the cache has a side effect, which torch.compile refuses inside activation
+        checkpointing (the recomputation in backward would not replay it); built before the first sub-layer, the
+        masks are plain inputs to every sub-layer.
+        """
+        for spec in specs:
+            self.joint(spec)
+
     def joint(self, spec: SublayerSpec) -> torch.Tensor:
         """Mask for both streams' queries over both streams' keys, forbidding the pairs `spec` does not list."""
         pattern = (spec.tt, spec.tv, spec.vt, spec.vv)
@@ -231,6 +241,11 @@ class AttentionSublayer(Sublayer):
         text, vision = joint.split([text.shape[1], vision.shape[1]], dim=1)
         return text, vision, probs
 
+    def uses_joint_mask(self) -> bool:
+        """Whether this sub-layer attends over the joint sequence, and so reads `AttentionMasks.joint`."""
+        both = self.spec.text_active and self.spec.vision_active
+        return self.spec.shares_parameters or (both and self._joint_call_possible())
+
     def _joint_call_possible(self) -> bool:
         same_layout = self.text_layout == self.vision_layout
         return same_layout and self.text_probs_dropout == self.vision_probs_dropout
@@ -306,6 +321,8 @@ class VLEncoder(nn.Module):
             block = AttentionSublayer if spec.kind == "attn" else FeedForwardSublayer
             sublayers.append(block(config, spec))
         self.sublayers = nn.ModuleList(sublayers)
+        joint = [block for block in sublayers if isinstance(block, AttentionSublayer) and block.uses_joint_mask()]
+        self.joint_mask_specs = [block.spec for block in joint]
 
     def forward(
         self,
@@ -318,6 +335,7 @@ class VLEncoder(nn.Module):
         text_states = [text] if output_hidden_states else None
         vision_states = [vision] if output_hidden_states else None
         attentions = [] if output_attentions else None
+        masks.prepare(self.joint_mask_specs)
         for sublayer in self.sublayers:
             text, vision, probs = sublayer(text, vision, masks)
             if output_hidden_states:
