@@ -17,6 +17,9 @@ ROOT = Path(__file__).parents[1]
 SMALL = ["--model", "vlzoo_uniter", "--preset", "tiny", "--train-data", "builtin:synthetic"]
 SMALL += ["--synthetic-images", "48", "--batch-size", "8", "--max-length", "16", "--max-regions", "8"]
 SMALL += ["--learning-rate", "1e-3", "--seed", "3"]
+# The tiny preset has no dropout; the resume test turns BERT's back on, so that the dropout draws are resumed too.
+DROPOUT = ["--config-overrides", "hidden_dropout_prob=0.1,attention_probs_dropout_prob=0.1"]
+DROPOUT[1] += ",v_hidden_dropout_prob=0.1,v_attention_probs_dropout_prob=0.1"
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +61,14 @@ def test_two_processes_through_accelerate_launch(env, tmp_path):
 
 def test_resume_continues_exactly(env, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    result = run([*SMALL, "--max-steps", "4", "--checkpointing-steps", "2", "--output-dir", str(straight)], env)
+    args = [*SMALL, *DROPOUT, "--max-steps", "4", "--checkpointing-steps", "2", "--output-dir", str(straight)]
+    result = run(args, env)
     assert result.returncode == 0, result.stderr[-3000:]
 
     # A run stopped after step 2: its folder holds the step-2 checkpoint only.
     (resumed / "checkpoints").mkdir(parents=True)
     shutil.copytree(straight / "checkpoints" / "step_2", resumed / "checkpoints" / "step_2")
-    args = [*SMALL, "--max-steps", "4", "--resume-from-checkpoint", "latest", "--output-dir", str(resumed)]
+    args = [*SMALL, *DROPOUT, "--max-steps", "4", "--resume-from-checkpoint", "latest", "--output-dir", str(resumed)]
     result = run(args, env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r["step"] for r in losses(resumed)] == [3, 4]

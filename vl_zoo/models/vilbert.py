@@ -14,7 +14,14 @@ from ..configuration import VLConfig
 from ..modeling.model import VLForPreTraining, VLForVisualQuestionAnswering, VLModel
 from .programs import vilbert_program
 
+# A 32-wide model trained from scratch, for tests and demos. Without dropout: attention dropout over the ~20 rows
+# of a small scene keeps such a model from binding words to regions (on builtin:synthetic, masked colour words
+# stayed at 0.25 accuracy after 2,500 steps with BERT's 0.1, and reached 0.60 without it).
 TINY = {
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+    "v_hidden_dropout_prob": 0.0,
+    "v_attention_probs_dropout_prob": 0.0,
     "hidden_size": 32,
     "num_attention_heads": 4,
     "intermediate_size": 64,
