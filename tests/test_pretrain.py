@@ -91,6 +91,7 @@ def test_bf16_step(env, tmp_path):
         (["--batch-size", "0"], "--batch-size must be positive"),
         (["--resume-from-checkpoint", "latest", "--overwrite-output-dir"], "cannot also overwrite"),
         (["--warmup-ratio", "1.5"], "--warmup-ratio must be in [0, 1)"),
+        (["--mlm-probability", "0"], "--mlm-probability must be in (0, 1]"),
     ],
 )
 def test_bad_options_fail_before_work(tmp_path, args, message):

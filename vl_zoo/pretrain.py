@@ -71,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="model config fields for a model_type, as name=value pairs separated by commas "
         "(e.g. hidden_dropout_prob=0,attention_probs_dropout_prob=0); values are read as JSON, else as strings",
     )
+    add("--mlm-probability", type=float, default=0.15, help="share of caption tokens masked (the release's 0.15)")
     add("--max-regions", type=int, default=36)
     add("--max-length", type=int, default=38)
     add("--batch-size", type=int, default=256, help="total batch per optimiser step, over processes")
@@ -131,6 +132,8 @@ def check_args(args: argparse.Namespace) -> None:
                 )
     if not 0 <= args.warmup_ratio < 1:
         raise SystemExit(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}")
+    if not 0 < args.mlm_probability <= 1:
+        raise SystemExit(f"--mlm-probability must be in (0, 1], got {args.mlm_probability}")
 
 
 def parse_config_overrides(text: str | None) -> dict[str, Any]:
@@ -203,7 +206,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_process = args.batch_size // (accelerator.num_processes * args.gradient_accumulation_steps)
     if per_process < 1:
         raise SystemExit(f"--batch-size {args.batch_size} is smaller than processes x accumulation steps")
-    collator = PretrainingCollator(data.tokenizer, regions, data.store, max_length=args.max_length, seed=args.seed)
+    collator = PretrainingCollator(
+        data.tokenizer,
+        regions,
+        data.store,
+        max_length=args.max_length,
+        mlm_probability=args.mlm_probability,
+        seed=args.seed,
+    )
     loader = torch.utils.data.DataLoader(
         IndexedRows(data.train),
         batch_size=per_process,
