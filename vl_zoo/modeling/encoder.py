@@ -213,7 +213,10 @@ class AttentionSublayer(Sublayer):
         if spec.vision_active:
             projected["vision"] = vision_params.project(vision, self.vision_layout[0])
 
-        # Both streams ask queries with one head layout: a single call over the joint sequence.
+        # Both streams ask queries with one head layout: a single call over the joint sequence. Where the mask
+        # forbids whole blocks (dual-stream self- or cross-attention), the call still computes them: twice the
+        # attention FLOPs of per-stream calls (under 0.5% of a ctrl step) and, in CPU training with dropout,
+        # about 50 MiB more kept for backward in ctrl LXMERT at batch 8 (see benchmarks/RESULTS.md).
         if len(projected) == 2 and self._joint_call_possible():
             q, k, v = (torch.cat([t, r], dim=2) for t, r in zip(projected["text"], projected["vision"], strict=False))
             context, probs = self._attend(q, k, v, masks.joint(spec), self.text_layout, self.text_probs_dropout, masks)
