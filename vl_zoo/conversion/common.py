@@ -7,12 +7,13 @@ not fit. Nothing is silently initialised.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,13 +117,17 @@ def prepare_output_dir(output: str | os.PathLike, overwrite: bool) -> Path:
     return output
 
 
-def save_atomically(model: PreTrainedModel, output: Path, report: dict, overwrite: bool) -> None:
-    """Save the model and the conversion report into a temporary folder, then move it into place."""
+@contextlib.contextmanager
+def staged_output(output: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary sibling folder to write into; moved into place at the end, removed if anything fails.
+
+    A half-written conversion never looks complete, and a folder that appeared at `output` meanwhile is only
+    replaced when `overwrite` is set.
+    """
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        model.save_pretrained(staging)
-        (staging / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        yield staging
         if output.exists():
             if not overwrite:
                 raise FileExistsError(f"output {str(output)!r} appeared while converting; not replacing it")
@@ -132,3 +137,10 @@ def save_atomically(model: PreTrainedModel, output: Path, report: dict, overwrit
         if staging.exists():
             shutil.rmtree(staging)
     logger.info("wrote %s", output)
+
+
+def save_atomically(model: PreTrainedModel, output: Path, report: dict, overwrite: bool) -> None:
+    """Save the model and the conversion report into a temporary folder, then move it into place."""
+    with staged_output(output, overwrite) as staging:
+        model.save_pretrained(staging)
+        (staging / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import torch
 from transformers import AutoTokenizer, BertTokenizer
 
 from ...processing import RegionFeatureProcessor, VLProcessor
-from ..common import ConversionError, prepare_output_dir
+from ..common import ConversionError, prepare_output_dir, staged_output
 from . import MODULES, convert_original
 from .common import OriginalConversion, read_checkpoint, read_original_config
 
@@ -58,9 +56,7 @@ def save_conversion(
     model = result.build_model()
     model.config.bert_model = result.tokenizer
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with staged_output(output, overwrite) as staging:
         model.save_pretrained(staging)
         save_processor(result.processor, staging, tokenizer)
         report = {
@@ -75,15 +71,6 @@ def save_conversion(
         (staging / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n")
         (staging / "README.md").write_text(model_card(result, source, str(output), tokenizer is not None))
         check_reloads(result, staging)
-        if output.exists():
-            if not overwrite:
-                raise FileExistsError(f"output {str(output)!r} appeared while converting; not replacing it")
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    logger.info("wrote %s", output)
 
 
 def save_processor(processor: RegionFeatureProcessor, folder: Path, tokenizer: Any | None) -> None:
