@@ -8,14 +8,15 @@ its `config.finetuning_task` must be the task. `--data` is a data folder (see vl
 `features/` and `<task>/<split>`, or `builtin:synthetic`. The output folder receives the predictions and
 `metrics.json` (the task's `eval_*` metrics, when the split has labels):
 
-| task | file | format |
-|---|---|---|
-| vqa | `vqa_results.json` | `[{"question_id": int, "answer": str}]`, the VQA evaluation server's result format |
-| gqa | `gqa_predictions.json` | `[{"questionId": str, "prediction": str}]`, what GQA's `eval.py` reads |
-| nlvr2 | `nlvr2_predictions.csv` | one `identifier,True` or `identifier,False` line per example, as NLVR2's script reads |
-| snli-ve | `snli_ve_predictions.json` | `[{"pair_id": str, "prediction": "entailment" / "neutral" / "contradiction"}]` |
-| refcoco | `refcoco_predictions.json` | `[{"ref_id": str, "image_id": str, "box": [x1, y1, x2, y2]}]`, the chosen region's pixel box |
-| retrieval | `retrieval_rankings.json` | `{"images": [image ids], "texts": [{"caption", "image_id", "ranked_images": [10 indices into images]}], "image_to_texts": [[10 indices into texts] per image]}` |
+- vqa: `vqa_results.json`, `[{"question_id": int, "answer": str}]`, the VQA evaluation server's result format
+- gqa: `gqa_predictions.json`, `[{"questionId": str, "prediction": str}]`, what GQA's `eval.py` reads
+- nlvr2: `nlvr2_predictions.csv`, one `identifier,True` or `identifier,False` line per example (NLVR2's script)
+- snli-ve: `snli_ve_predictions.json`, `[{"pair_id": str, "prediction": "entailment" / "neutral" /
+  "contradiction"}]`
+- refcoco: `refcoco_predictions.json`, `[{"ref_id": str, "image_id": str, "box": [x1, y1, x2, y2]}]`, the chosen
+  region's pixel box
+- retrieval: `retrieval_rankings.json`, `{"images": [image ids], "texts": [{"caption", "image_id",
+  "ranked_images": [10 indices into images]}], "image_to_texts": [[10 indices into texts] per image]}`
 
 The library functions (`predict`, `task_metrics`, `majority_metrics`) are what `vl_zoo.finetune` evaluates with
 each epoch.
