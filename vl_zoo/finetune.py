@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -38,8 +37,7 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from tqdm.auto import tqdm
-from transformers import AutoConfig, get_scheduler
+from transformers import AutoConfig
 
 from .configuration import VLConfig
 from .data import collators
@@ -55,20 +53,18 @@ from .evaluate import (
     predict,
     task_metrics,
 )
+from .loop import prepare_training, train_loop
 from .modeling.model import VLModel
 from .modeling.tasks import NLVR2_LABELS, SNLI_VE_LABELS
 from .models import ARCHITECTURES, config_from_preset, task_model_class
-from .pretrain import _iterate_keeping_rng, _log, check_process_count, parse_config_overrides
+from .pretrain import check_process_count, parse_config_overrides
 from .processing import RegionFeatureProcessor, VLProcessor
 from .training import (
     BUILTIN_SYNTHETIC,
     IndexedRows,
     TaskData,
-    build_optimizer,
     check_config_overrides,
     check_output_dir,
-    checkpoint_step,
-    find_checkpoint,
     load_task_data,
     resolve_data_folder,
 )
@@ -356,13 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         collate_fn=make_collator(args, data, regions, labels),
         num_workers=args.num_workers,
     )
-    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
-    max_steps = args.max_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
-    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, args.adam_eps, tuple(args.adam_betas))
-    scheduler = get_scheduler(
-        args.scheduler, optimizer, num_warmup_steps=int(args.warmup_ratio * max_steps), num_training_steps=max_steps
-    )
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    model, optimizer, loader, scheduler, max_steps = prepare_training(args, accelerator, model, loader)
 
     evaluator = Evaluator(
         args,
@@ -371,8 +361,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         TaskInputs(args.task, data.tokenizer, regions, data.store, args.max_length, args.eval_batch_size),
         processor,
     )
-    state = train(args, accelerator, model, optimizer, loader, scheduler, max_steps, evaluator)
-    return finish(args, accelerator, model, evaluator, state)
+    state = train_loop(
+        args,
+        accelerator,
+        model,
+        optimizer,
+        loader,
+        scheduler,
+        max_steps,
+        name=args.task,
+        batch_size_of=lambda batch: len(batch.get("labels", batch.get("region_targets"))),
+        on_epoch_end=evaluator,
+        on_resume=evaluator.resume,
+    )
+    if evaluator.last_step != state["steps"]:  # the run stopped inside an epoch: evaluate where it stopped
+        evaluator(model, state["steps"], state["steps"] * args.gradient_accumulation_steps / len(loader))
+    return finish(args, accelerator, model, evaluator, state | {"eval_seconds": evaluator.seconds})
 
 
 class Evaluator:
@@ -434,81 +438,6 @@ class Evaluator:
             return False
         self.best = record
         return True
-
-
-def train(
-    args: argparse.Namespace,
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loader: torch.utils.data.DataLoader,
-    scheduler: Any,
-    max_steps: int,
-    evaluator: Evaluator,
-) -> dict[str, float]:
-    """The optimisation loop: accumulation, clipping, logging, checkpoints, exact resume, evaluation per epoch."""
-    step, skip_batches, epoch = 0, 0, 0
-    checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        step = checkpoint_step(checkpoint)
-        epoch, skip_batches = divmod(step * args.gradient_accumulation_steps, len(loader))
-        evaluator.resume(step)
-        logger.info(f"resuming from {checkpoint} at step {step} (epoch {epoch}, batch {skip_batches})")
-
-    if accelerator.is_main_process:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.init_trackers("vl_zoo_finetune", config={k: str(v) for k, v in vars(args).items()})
-    log_path = args.output_dir / "train_log.jsonl"
-    progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc=args.task)
-    model.train()
-    losses, examples, started = [], 0, time.perf_counter()
-
-    while step < max_steps:
-        loader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
-        skip_batches = 0
-        for batch in _iterate_keeping_rng(batches):
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            examples += len(batch.get("labels", batch.get("region_targets"))) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-
-            step += 1
-            mean_loss = accelerator.reduce(loss.detach().float(), reduction="mean").item()
-            losses.append(mean_loss)
-            _log(accelerator, log_path, {"step": step, "loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0]})
-            progress.update(1)
-            progress.set_postfix(loss=f"{mean_loss:.3f}")
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                accelerator.save_state(str(args.output_dir / "checkpoints" / f"step_{step}"))
-            if step >= max_steps:
-                break
-        else:  # the epoch ran to its end
-            epoch += 1
-            evaluator(model, step, epoch)
-            continue
-        break
-
-    progress.close()
-    if evaluator.last_step != step:
-        evaluator(model, step, step * args.gradient_accumulation_steps / len(loader))
-    seconds = time.perf_counter() - started - evaluator.seconds
-    tail = losses[-max(1, len(losses) // 10) :] if losses else [float("nan")]
-    return {
-        "train_loss": sum(tail) / len(tail),
-        "train_seconds": seconds,
-        "eval_seconds": evaluator.seconds,
-        "train_examples_per_second": examples / max(seconds, 1e-9),
-        "steps": step,
-    }
 
 
 def save_model(accelerator: Accelerator, model: torch.nn.Module, processor: VLProcessor, output_dir: Path) -> None:

@@ -1,0 +1,195 @@
+"""The optimisation loop shared by pretraining and fine-tuning, under Accelerate.
+
+`prepare_training` builds the optimiser and the schedule around a loader and hands all of them to the accelerator;
+`train_loop` runs the steps: accumulation, clipping, logging to the trackers and to `train_log.jsonl`, resumable
+checkpoints every N steps, exact resume, and an optional hook at the end of each epoch (fine-tuning evaluates
+there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .training import build_optimizer, checkpoint_step, find_checkpoint
+
+logger = get_logger(__name__)
+
+LOSS_PARTS = ("mlm_loss", "region_loss", "itm_loss")  # logged next to the total when the output has them
+
+
+def prepare_training(
+    args: argparse.Namespace, accelerator: Accelerator, model: torch.nn.Module, loader: torch.utils.data.DataLoader
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, Any, int]:
+    """The prepared model, optimiser, loader and schedule, and the number of optimiser steps to run.
+
+    The steps are counted on the prepared loader, which holds one process's share of the data: counted on the
+    loader before `prepare`, a two-process run would make twice the epochs it was asked for. Accelerate steps a
+    prepared schedule once per process at each optimiser step (its convention for schedules written in
+    single-process steps), so the schedule is built over `steps * num_processes` to span the run exactly.
+    """
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, args.adam_eps, tuple(args.adam_betas))
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
+    max_steps = args.max_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
+    scheduled = max_steps * accelerator.num_processes
+    scheduler = get_scheduler(
+        args.scheduler, optimizer, num_warmup_steps=int(args.warmup_ratio * scheduled), num_training_steps=scheduled
+    )
+    return model, optimizer, loader, accelerator.prepare(scheduler), max_steps
+
+
+def train_loop(
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Any,
+    scheduler: Any,
+    max_steps: int,
+    *,
+    name: str,
+    batch_size_of: Callable[[dict], int],
+    on_epoch_end: Callable[[torch.nn.Module, int, float], None] | None = None,
+    on_resume: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Run the optimiser steps; returns `train_loss` (mean of the last tenth), `train_seconds`, `samples_per_second`
+    and `steps`. Time spent in `on_epoch_end` is not training time and is left out of both rates.
+
+    Args:
+        name: the tracker's project name and the progress bar's label.
+        batch_size_of: the number of examples in one process's batch.
+        on_epoch_end: called with (model, step, epoch) after each full epoch.
+        on_resume: called with the step a resumed run starts from, so that the hook can restore its own record.
+    """
+    step, epoch, skip_batches = _resume(args, accelerator, len(loader))
+    if step and on_resume is not None:
+        on_resume(step)
+
+    if accelerator.is_main_process:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.init_trackers(name, config={key: str(value) for key, value in vars(args).items()})
+    log_path = args.output_dir / "train_log.jsonl"
+    progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc=name)
+    model.train()
+    losses, samples, hook_seconds, started = [], 0, 0.0, time.perf_counter()
+
+    while step < max_steps:
+        loader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+        skip_batches = 0
+        for batch in iterate_keeping_rng(batches):
+            out = _micro_step(args, accelerator, model, optimizer, scheduler, batch)
+            samples += batch_size_of(batch) * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+
+            step += 1
+            record = step_record(accelerator, out, step, scheduler)
+            losses.append(record["loss"])
+            log_record(accelerator, log_path, record)
+            progress.update(1)
+            progress.set_postfix(loss=f"{record['loss']:.3f}")
+            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+                accelerator.save_state(str(args.output_dir / "checkpoints" / f"step_{step}"))
+            if step >= max_steps:
+                break
+        else:  # the epoch ran to its end
+            epoch += 1
+            if on_epoch_end is not None:
+                hook_started = time.perf_counter()
+                on_epoch_end(model, step, epoch)
+                hook_seconds += time.perf_counter() - hook_started
+            continue
+        break
+
+    progress.close()
+    seconds = time.perf_counter() - started - hook_seconds
+    tail = losses[-max(1, len(losses) // 10) :] if losses else [float("nan")]
+    return {
+        "train_loss": sum(tail) / len(tail),
+        "train_seconds": seconds,
+        "samples_per_second": samples / max(seconds, 1e-9),
+        "steps": step,
+    }
+
+
+def _resume(args: argparse.Namespace, accelerator: Accelerator, batches_per_epoch: int) -> tuple[int, int, int]:
+    """(step, epoch, batches to skip in that epoch): zeros, or where the checkpoint asked for stopped."""
+    checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if checkpoint is None:
+        return 0, 0, 0
+
+    accelerator.load_state(str(checkpoint))
+    step = checkpoint_step(checkpoint)
+    epoch, skip_batches = divmod(step * args.gradient_accumulation_steps, batches_per_epoch)
+    logger.info(f"resuming from {checkpoint} at step {step} (epoch {epoch}, batch {skip_batches})")
+    return step, epoch, skip_batches
+
+
+def _micro_step(
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    batch: dict,
+) -> Any:
+    """Forward and backward of one batch; the optimiser steps when the accumulation window closes."""
+    with accelerator.accumulate(model):
+        out = model(**batch)
+        accelerator.backward(out.loss)
+        if accelerator.sync_gradients and args.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    return out
+
+
+def iterate_keeping_rng(loader: Any) -> Iterator[dict]:
+    """Iterate a loader without letting the iterator's start draw from torch's global generator.
+
+    A DataLoader draws a seed when an iterator starts (at the first batch, since accelerate's loaders are
+    generators). A resumed run restores the generator's state and then starts an iterator mid-epoch, where the
+    uninterrupted run did not; without this the two runs' dropout masks would part ways at that draw.
+    """
+    state = torch.random.get_rng_state()
+    iterator = iter(loader)
+    first = next(iterator, None)
+    torch.random.set_rng_state(state)
+    if first is None:
+        return
+    yield first
+    yield from iterator
+
+
+def step_record(accelerator: Accelerator, out: Any, step: int, scheduler: Any) -> dict[str, float]:
+    """The step's loss (and its parts, where the output has them), averaged over processes, and the learning rate."""
+    parts = {"loss": out.loss}
+    for part in LOSS_PARTS:
+        if getattr(out, part, None) is not None:
+            parts[part] = getattr(out, part)
+    values = accelerator.reduce(torch.stack([value.detach().float() for value in parts.values()]), reduction="mean")
+    record = {part: float(value) for part, value in zip(parts, values.tolist(), strict=True)}
+    return {"step": step, **record, "learning_rate": scheduler.get_last_lr()[0]}
+
+
+def log_record(accelerator: Accelerator, log_path: Path, record: dict[str, float]) -> None:
+    """One step's record to the trackers and, on the main process, as a line of `log_path`."""
+    accelerator.log({key: value for key, value in record.items() if key != "step"}, step=record["step"])
+    if accelerator.is_main_process:
+        with log_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
