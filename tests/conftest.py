@@ -27,11 +27,23 @@ REFERENCE_DIRS = {
     "vlzoo_uniter": "ctrl_uniter",
 }
 TINY_OVERRIDES = {"vocab_size": 99, "v_feature_size": 16, "v_coordinate_embeddings_dim": 4}
+# The unit tests' widths: a quarter of the tiny preset's 128, so that the equivalence and refusal tests run on
+# small matrices (the tolerances of the tests on randomised weights were set at these widths). The training
+# scripts' tests run the preset itself.
+TEST_SIZES = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "v_hidden_size": 32,
+    "v_intermediate_size": 64,
+    "pooler_size": 24,
+    "v_pooler_size": 24,
+    "clf_hidden_size": 40,
+}
 
 
 def tiny_config(model_type: str, **overrides) -> vl_zoo.VLConfig:
-    """The tiny preset with a small vocabulary and 16-d region features."""
-    return config_from_preset(model_type, "tiny", **{**TINY_OVERRIDES, **overrides})
+    """The tiny preset's programs at the unit tests' widths, with a small vocabulary and 16-d region features."""
+    return config_from_preset(model_type, "tiny", **{**TEST_SIZES, **TINY_OVERRIDES, **overrides})
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

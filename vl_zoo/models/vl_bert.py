@@ -17,7 +17,7 @@ from ..modeling.model import VLForPreTraining, VLForVisualQuestionAnswering, VLM
 from .programs import single_stream_program
 from .vilbert import TINY
 
-SINGLE_STREAM_TINY = {**TINY, "v_pooler_size": 24, **single_stream_program(3)}
+SINGLE_STREAM_TINY = {**TINY, **single_stream_program(3)}
 
 
 ORIGINAL = {
