@@ -146,7 +146,7 @@ def test_scenes_are_fixed_by_the_seed():
 
 def test_scene_layout(scenes):
     counts = Counter(len(scene.objects) for scene in scenes)
-    assert set(counts) == set(range(3, 9))
+    assert set(counts) == set(range(3, 6))
     colours = Counter(obj.colour for scene in scenes for obj in scene.objects)
     assert set(colours) == set(range(8)) and max(colours.values()) < 1.2 * min(colours.values())
 
@@ -167,7 +167,7 @@ def test_scene_layout(scenes):
 def test_scene_size_range():
     small = generate_scenes(200, seed=1, num_objects=(2, 3))
     assert {len(scene.objects) for scene in small} == {2, 3}
-    assert generate_scenes(5, seed=1, num_objects=(3, 8)) == generate_scenes(5, seed=1)
+    assert generate_scenes(5, seed=1, num_objects=(3, 5)) == generate_scenes(5, seed=1)
 
     # answers and wrong counts follow the scenes' own range: no count outside it gives a hypothesis away
     vqa_counts = {
@@ -483,7 +483,7 @@ def test_build_synthetic_writes_every_part(tmp_path):
     assert path == tmp_path / "synthetic"
     manifest = json.loads((path / "synthetic.json").read_text())
     assert manifest["splits"] == {"train": 10, "validation": 2} and manifest["colours"] == COLOURS
-    assert (manifest["seed"], manifest["feature_size"], manifest["num_objects"]) == (7, 16, [3, 8])
+    assert (manifest["seed"], manifest["feature_size"], manifest["num_objects"]) == (7, 16, [3, 5])
 
     # features: every image, as feature_records makes them
     store = FeatureStore(path / "features")

@@ -52,9 +52,9 @@ def resolve_data_folder(spec: str, seed: int, cache_dir: Path, num_images: int) 
             raise ValueError(f"data folder {spec!r} does not exist; pass a folder or {BUILTIN_SYNTHETIC!r}")
         return folder
 
-    from .data.synthetic import build_synthetic
+    from .data.synthetic import DATA_VERSION, build_synthetic
 
-    folder = cache_dir / f"synthetic-{num_images}-seed{seed}"
+    folder = cache_dir / f"synthetic-v{DATA_VERSION}-{num_images}-seed{seed}"
     if not (folder / "features").is_dir():
         logger.info("building the synthetic data (%d images) in %s", num_images, folder)
         build_synthetic(folder, num_images=num_images, seed=seed)
