@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -64,7 +65,7 @@ def test_two_processes_through_accelerate_launch(env, tmp_path):
     assert metrics["steps"] == 10
     rates = [record["learning_rate"] for record in losses(tmp_path / "ddp")]
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == 0.0
-    assert [a - b for a, b in zip(rates, rates[1:])] == pytest.approx([rates[-2]] * 9)
+    assert [a - b for a, b in itertools.pairwise(rates)] == pytest.approx([rates[-2]] * 9)
 
 
 def test_resume_continues_exactly(env, tmp_path):
