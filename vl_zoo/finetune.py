@@ -53,7 +53,7 @@ from .evaluate import (
     predict,
     task_metrics,
 )
-from .loop import prepare_training, train_loop
+from .loop import prepare_training, train_loop, training_loader
 from .modeling.model import VLModel
 from .modeling.tasks import NLVR2_LABELS, SNLI_VE_LABELS
 from .models import ARCHITECTURES, config_from_preset, task_model_class
@@ -61,7 +61,6 @@ from .pretrain import check_process_count, parse_config_overrides
 from .processing import RegionFeatureProcessor, VLProcessor
 from .training import (
     BUILTIN_SYNTHETIC,
-    IndexedRows,
     TaskData,
     check_config_overrides,
     check_output_dir,
@@ -341,17 +340,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     regions = RegionFeatureProcessor.from_config(model.config, args.max_regions, region_padding(model.config))
     processor = VLProcessor.for_model(model.config, data.tokenizer, args.max_regions)
 
-    per_process = args.batch_size // (accelerator.num_processes * args.gradient_accumulation_steps)
-    if per_process < 1:
-        raise SystemExit(f"--batch-size {args.batch_size} is smaller than processes x accumulation steps")
-    loader = torch.utils.data.DataLoader(
-        IndexedRows(data.train),
-        batch_size=per_process,
-        shuffle=True,
-        drop_last=args.drop_last,
-        collate_fn=make_collator(args, data, regions, labels),
-        num_workers=args.num_workers,
-    )
+    collator = make_collator(args, data, regions, labels)
+    loader = training_loader(args, accelerator, data.train, collator, drop_last=args.drop_last)
     model, optimizer, loader, scheduler, max_steps = prepare_training(args, accelerator, model, loader)
 
     evaluator = Evaluator(

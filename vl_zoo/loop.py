@@ -1,6 +1,6 @@
 """The optimisation loop shared by pretraining and fine-tuning, under Accelerate.
 
-`prepare_training` builds the optimiser and the schedule around a loader and hands all of them to the accelerator;
+`training_loader` splits the batch over the processes, `prepare_training` builds the optimiser and the schedule around a loader and hands all of them to the accelerator;
 `train_loop` runs the steps: accumulation, clipping, logging to the trackers and to `train_log.jsonl`, resumable
 checkpoints every N steps, exact resume, and an optional hook at the end of each epoch (fine-tuning evaluates
 there).
@@ -22,11 +22,28 @@ from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .training import build_optimizer, checkpoint_step, find_checkpoint
+from .training import IndexedRows, build_optimizer, checkpoint_step, find_checkpoint
 
 logger = get_logger(__name__)
 
 LOSS_PARTS = ("mlm_loss", "region_loss", "itm_loss")  # logged next to the total when the output has them
+
+
+def training_loader(
+    args: argparse.Namespace, accelerator: Accelerator, rows: Any, collator: Callable, drop_last: bool
+) -> torch.utils.data.DataLoader:
+    """A shuffled loader of one process's share of `--batch-size` (the total over processes and accumulation)."""
+    per_process = args.batch_size // (accelerator.num_processes * args.gradient_accumulation_steps)
+    if per_process < 1:
+        raise SystemExit(f"--batch-size {args.batch_size} is smaller than processes x accumulation steps")
+    return torch.utils.data.DataLoader(
+        IndexedRows(rows),
+        batch_size=per_process,
+        shuffle=True,
+        drop_last=drop_last,
+        collate_fn=collator,
+        num_workers=args.num_workers,
+    )
 
 
 def prepare_training(

@@ -33,12 +33,11 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from .conversion.bert import initialise_text_from_bert
 from .data.collators import PretrainingCollator
 from .evaluation import evaluate_pretraining
-from .loop import prepare_training, train_loop
+from .loop import prepare_training, train_loop, training_loader
 from .models import ARCHITECTURES
 from .processing import RegionFeatureProcessor, VLProcessor
 from .training import (
     BUILTIN_SYNTHETIC,
-    IndexedRows,
     build_pretraining_model,
     check_config_overrides,
     check_output_dir,
@@ -207,9 +206,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Training batches are padded to their largest image only: the same outputs, less work on small scenes.
     regions = RegionFeatureProcessor.from_config(model.config, args.max_regions, padding="longest")
 
-    per_process = args.batch_size // (accelerator.num_processes * args.gradient_accumulation_steps)
-    if per_process < 1:
-        raise SystemExit(f"--batch-size {args.batch_size} is smaller than processes x accumulation steps")
     collator = PretrainingCollator(
         data.tokenizer,
         regions,
@@ -218,15 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         mlm_probability=args.mlm_probability,
         seed=args.seed,
     )
-    loader = torch.utils.data.DataLoader(
-        IndexedRows(data.train),
-        batch_size=per_process,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=collator,
-        num_workers=args.num_workers,
-    )
-
+    loader = training_loader(args, accelerator, data.train, collator, drop_last=True)
     model, optimizer, loader, scheduler, max_steps = prepare_training(args, accelerator, model, loader)
     state = train_loop(
         args,
