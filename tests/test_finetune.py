@@ -14,6 +14,7 @@ import pytest
 
 from vl_zoo.data.synthetic import build_synthetic
 from vl_zoo.finetune import parse_args
+from vl_zoo.models import config_from_preset
 
 ROOT = Path(__file__).parents[1]
 TASKS = ("vqa", "gqa", "nlvr2", "snli-ve", "refcoco", "retrieval")
@@ -149,3 +150,21 @@ def test_bad_options_fail_before_work(tmp_path, args, message, capsys):
     with pytest.raises(SystemExit) as error:
         parse_args([*SMALL, "--output-dir", str(tmp_path / "out"), *args])
     assert message in str(error.value) + capsys.readouterr().err
+
+
+def test_recipes_follow_the_model(tmp_path):
+    """The release's step sizes for a ctrl model, the tiny recipe from scratch, fewer epochs for a saved tiny model."""
+    common = ["--task", "vqa", "--train-data", "builtin:synthetic", "--output-dir", str(tmp_path / "out")]
+    ctrl = parse_args(["--model", "vlzoo_uniter", *common])
+    assert (ctrl.learning_rate, ctrl.batch_size, ctrl.num_train_epochs) == (1e-4, 256, 20)
+    scratch = parse_args(["--model", "vlzoo_uniter", "--preset", "tiny", *common])
+    assert (scratch.learning_rate, scratch.batch_size, scratch.num_train_epochs) == (1e-3, 64, 20)
+
+    for name, preset in (("tiny", "tiny"), ("ctrl", "ctrl")):
+        config_from_preset("vlzoo_uniter", preset, vocab_size=30).save_pretrained(tmp_path / name)
+    saved = parse_args(["--model", str(tmp_path / "tiny"), *common])
+    assert (saved.learning_rate, saved.batch_size, saved.num_train_epochs) == (1e-3, 64, 8)
+    given = parse_args(["--model", str(tmp_path / "tiny"), "--learning-rate", "3e-4", *common])
+    assert (given.learning_rate, given.num_train_epochs) == (3e-4, 8)
+    release = parse_args(["--model", str(tmp_path / "ctrl"), *common])
+    assert (release.learning_rate, release.batch_size) == (1e-4, 256)

@@ -35,8 +35,7 @@ SHORT_PRETRAINING = (
     ["--synthetic-images", "2000", "--max-steps", "1400"],
     {"eval_itm_accuracy": 0.65, "eval_mlm_accuracy": 0.28, "eval_mlm_gain_over_text_only": 0.12},
 )
-VQA_OPTIONS = ["--learning-rate", "1e-3", "--batch-size", "64", "--num-train-epochs", "8"]
-VQA = (["--model", "PRETRAINED", *VQA_OPTIONS], {"eval_vqa_accuracy": 0.6, "eval_gain_over_majority": 0.2})
+VQA = (["--model", "PRETRAINED"], {"eval_vqa_accuracy": 0.6, "eval_gain_over_majority": 0.2})
 SHORT_VQA = (
     ["--model", "vlzoo_uniter", "--preset", "tiny", "--synthetic-images", "2000", "--num-train-epochs", "4"],
     {"eval_vqa_accuracy": 0.35, "eval_gain_over_majority": 0.2},

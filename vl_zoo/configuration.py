@@ -213,11 +213,16 @@ class VLConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> VLConfig:
-        """Build the config of a named preset ("ctrl", "tiny", "original", ...), then apply keyword overrides."""
+        """Build the config of a named preset ("ctrl", "tiny", "original", ...), then apply keyword overrides.
+
+        The preset's name is kept as `config.preset` (saved in config.json), so that a script reading a saved folder
+        can tell a tiny model from a full-size one.
+        """
         if name not in cls.presets:
             raise ValueError(f"preset={name!r} is not a preset of {cls.model_type}; allowed: {sorted(cls.presets)}")
         values = copy.deepcopy(cls.presets[name])
         values.update(overrides)
+        values.setdefault("preset", name)  # saved with the config: fine-tuning picks its recipe by it
         return cls(**values)
 
     def _fill_default_program(self) -> None:
