@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     collator = make_collator(args, data, regions, labels)
     loader = training_loader(args, accelerator, data.train, collator, drop_last=args.drop_last)
-    model, optimizer, loader, scheduler, max_steps = prepare_training(args, accelerator, model, loader)
+    run = prepare_training(args, accelerator, model, loader)
 
     evaluator = Evaluator(
         args,
@@ -368,19 +368,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     state = train_loop(
         args,
         accelerator,
-        model,
-        optimizer,
-        loader,
-        scheduler,
-        max_steps,
+        run,
         name=args.task,
         batch_size_of=lambda batch: len(batch.get("labels", batch.get("region_targets"))),
         on_epoch_end=evaluator,
         on_resume=evaluator.resume,
     )
     if evaluator.last_step != state["steps"]:  # the run stopped inside an epoch: evaluate where it stopped
-        evaluator(model, state["steps"], state["steps"] * args.gradient_accumulation_steps / len(loader))
-    return finish(args, accelerator, model, evaluator, state | {"eval_seconds": evaluator.seconds})
+        evaluator(run.model, state["steps"], state["steps"] * args.gradient_accumulation_steps / len(run.loader))
+    return finish(args, accelerator, run.model, evaluator, state | {"eval_seconds": evaluator.seconds})
 
 
 class Evaluator:

@@ -1,9 +1,9 @@
 """The optimisation loop shared by pretraining and fine-tuning, under Accelerate.
 
-`training_loader` splits the batch over the processes, `prepare_training` builds the optimiser and the schedule around a loader and hands all of them to the accelerator;
-`train_loop` runs the steps: accumulation, clipping, logging to the trackers and to `train_log.jsonl`, resumable
-checkpoints every N steps, exact resume, and an optional hook at the end of each epoch (fine-tuning evaluates
-there).
+`training_loader` splits the batch over the processes; `prepare_training` builds the optimiser and the schedule
+around a loader and hands all of them to the accelerator; `train_loop` runs the steps: accumulation, clipping,
+logging to the trackers and to `train_log.jsonl`, resumable checkpoints every N steps, exact resume, and an
+optional hook at the end of each epoch (fine-tuning evaluates there).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,20 @@ def training_loader(
     )
 
 
+@dataclass
+class Prepared:
+    """What `train_loop` runs: the prepared model, optimiser, loader and schedule, and the optimiser steps to make."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    scheduler: Any
+    max_steps: int
+
+
 def prepare_training(
     args: argparse.Namespace, accelerator: Accelerator, model: torch.nn.Module, loader: torch.utils.data.DataLoader
-) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, Any, int]:
+) -> Prepared:
     """The prepared model, optimiser, loader and schedule, and the number of optimiser steps to run.
 
     The steps are counted on the prepared loader, which holds one process's share of the data: counted on the
@@ -65,17 +77,13 @@ def prepare_training(
     scheduler = get_scheduler(
         args.scheduler, optimizer, num_warmup_steps=int(args.warmup_ratio * scheduled), num_training_steps=scheduled
     )
-    return model, optimizer, loader, accelerator.prepare(scheduler), max_steps
+    return Prepared(model, optimizer, loader, accelerator.prepare(scheduler), max_steps)
 
 
 def train_loop(
     args: argparse.Namespace,
     accelerator: Accelerator,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loader: Any,
-    scheduler: Any,
-    max_steps: int,
+    run: Prepared,
     *,
     name: str,
     batch_size_of: Callable[[dict], int],
@@ -91,43 +99,32 @@ def train_loop(
         on_epoch_end: called with (model, step, epoch) after each full epoch.
         on_resume: called with the step a resumed run starts from, so that the hook can restore its own record.
     """
-    step, epoch, skip_batches = _resume(args, accelerator, len(loader))
+    step, epoch, skip_batches = _resume(args, accelerator, len(run.loader))
     if step and on_resume is not None:
         on_resume(step)
-
-    if accelerator.is_main_process:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.init_trackers(name, config={key: str(value) for key, value in vars(args).items()})
-    log_path = args.output_dir / "train_log.jsonl"
-    progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc=name)
-    model.train()
+    progress = _start(args, accelerator, name, run.max_steps, step)
+    run.model.train()
     losses, samples, hook_seconds, started = [], 0, 0.0, time.perf_counter()
 
-    while step < max_steps:
-        loader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+    while step < run.max_steps:
+        run.loader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(run.loader, skip_batches) if skip_batches else run.loader
         skip_batches = 0
         for batch in iterate_keeping_rng(batches):
-            out = _micro_step(args, accelerator, model, optimizer, scheduler, batch)
+            out = _micro_step(args, accelerator, run, batch)
             samples += batch_size_of(batch) * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
 
             step += 1
-            record = step_record(accelerator, out, step, scheduler)
-            losses.append(record["loss"])
-            log_record(accelerator, log_path, record)
-            progress.update(1)
-            progress.set_postfix(loss=f"{record['loss']:.3f}")
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                accelerator.save_state(str(args.output_dir / "checkpoints" / f"step_{step}"))
-            if step >= max_steps:
+            losses.append(_after_step(args, accelerator, run, out, step, progress))
+            if step >= run.max_steps:
                 break
         else:  # the epoch ran to its end
             epoch += 1
             if on_epoch_end is not None:
                 hook_started = time.perf_counter()
-                on_epoch_end(model, step, epoch)
+                on_epoch_end(run.model, step, epoch)
                 hook_seconds += time.perf_counter() - hook_started
             continue
         break
@@ -143,6 +140,27 @@ def train_loop(
     }
 
 
+def _start(args: argparse.Namespace, accelerator: Accelerator, name: str, max_steps: int, step: int) -> tqdm:
+    """The output folder, the trackers and the progress bar (on the main process)."""
+    if accelerator.is_main_process:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.init_trackers(name, config={key: str(value) for key, value in vars(args).items()})
+    return tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc=name)
+
+
+def _after_step(
+    args: argparse.Namespace, accelerator: Accelerator, run: Prepared, out: Any, step: int, progress: tqdm
+) -> float:
+    """Log the step, advance the bar, save a checkpoint when one is due; returns the step's loss."""
+    record = step_record(accelerator, out, step, run.scheduler)
+    log_record(accelerator, args.output_dir / "train_log.jsonl", record)
+    progress.update(1)
+    progress.set_postfix(loss=f"{record['loss']:.3f}")
+    if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+        accelerator.save_state(str(args.output_dir / "checkpoints" / f"step_{step}"))
+    return record["loss"]
+
+
 def _resume(args: argparse.Namespace, accelerator: Accelerator, batches_per_epoch: int) -> tuple[int, int, int]:
     """(step, epoch, batches to skip in that epoch): zeros, or where the checkpoint asked for stopped."""
     checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
@@ -156,23 +174,16 @@ def _resume(args: argparse.Namespace, accelerator: Accelerator, batches_per_epoc
     return step, epoch, skip_batches
 
 
-def _micro_step(
-    args: argparse.Namespace,
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    batch: dict,
-) -> Any:
+def _micro_step(args: argparse.Namespace, accelerator: Accelerator, run: Prepared, batch: dict) -> Any:
     """Forward and backward of one batch; the optimiser steps when the accumulation window closes."""
-    with accelerator.accumulate(model):
-        out = model(**batch)
+    with accelerator.accumulate(run.model):
+        out = run.model(**batch)
         accelerator.backward(out.loss)
         if accelerator.sync_gradients and args.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
+            accelerator.clip_grad_norm_(run.model.parameters(), args.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad()
     return out
 
 

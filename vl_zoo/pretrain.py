@@ -215,23 +215,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
     )
     loader = training_loader(args, accelerator, data.train, collator, drop_last=True)
-    model, optimizer, loader, scheduler, max_steps = prepare_training(args, accelerator, model, loader)
+    run = prepare_training(args, accelerator, model, loader)
     state = train_loop(
         args,
         accelerator,
-        model,
-        optimizer,
-        loader,
-        scheduler,
-        max_steps,
+        run,
         name="pretraining",
         batch_size_of=lambda batch: len(batch["input_ids"]),
     )
 
     # Evaluation and the final save.
-    metrics = evaluate_pretraining(accelerator, model, eval_data, regions, args)
+    metrics = evaluate_pretraining(accelerator, run.model, eval_data, regions, args)
     metrics.update(world_size=accelerator.num_processes, **state)
-    save_final(accelerator, model, processor, args, metrics)
+    save_final(accelerator, run.model, processor, args, metrics)
     return metrics
 
 

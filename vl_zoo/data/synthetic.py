@@ -1,10 +1,10 @@
 """`builtin:synthetic`: small grounded vision-and-language data, fully determined by a seed.
 
-Each image is a scene of 3-5 objects (2-8 on request) in a 640 x 480 frame. An object has a colour, a shape and a box; inside one
-scene no two objects share a colour and no two share a shape, so every colour word and every shape word names
-exactly one object. That is what makes the data learnable by a tiny model (a word points at one region) while
-keeping it honest: colours and shapes are drawn uniformly and independently of everything a text says, so a
-masked colour or shape word can only be recovered by finding the object in the image.
+Each image is a scene of 3-5 objects (2-8 on request) in a 640 x 480 frame. An object has a colour, a shape and a
+box; inside one scene no two objects share a colour and no two share a shape, so every colour word and every shape
+word names exactly one object. That is what makes the data learnable by a tiny model (a word points at one
+region) while keeping it honest: colours and shapes are drawn uniformly and independently of everything a text
+says, so a masked colour or shape word can only be recovered by finding the object in the image.
 
 A region's feature is the sum of a seeded colour embedding and a seeded shape embedding plus Gaussian noise, and
 the "detector" reports a noisy class distribution over 1601 classes (background 0, class 1 + shape *
