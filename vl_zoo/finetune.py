@@ -65,6 +65,7 @@ from .training import (
     TaskData,
     check_config_overrides,
     check_output_dir,
+    fill_unset,
     load_task_data,
     resolve_data_folder,
 )
@@ -149,9 +150,9 @@ def fill_task_defaults(args: argparse.Namespace) -> None:
         recipe |= TINY_RECIPE
     elif saved_preset(args.model) == "tiny":
         recipe |= TINY_PRETRAINED_RECIPE
-    for name in ("learning_rate", "batch_size", "num_train_epochs", "max_length"):
-        if getattr(args, name) is None:
-            setattr(args, name, recipe[name])
+    fill_unset(
+        args, {name: recipe[name] for name in ("learning_rate", "batch_size", "num_train_epochs", "max_length")}
+    )
     args.drop_last = recipe["drop_last"]
     if args.answer_min_count is None:
         args.answer_min_count = ANSWER_MIN_COUNT.get(args.task, 1)

@@ -41,6 +41,7 @@ from .training import (
     build_pretraining_model,
     check_config_overrides,
     check_output_dir,
+    fill_unset,
     load_task_data,
     resolve_data_folder,
 )
@@ -93,9 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--synthetic-images", type=int, default=4000, help=f"images of {BUILTIN_SYNTHETIC}")
     add("--seed", type=int, default=42)
     args = parser.parse_args(argv)
-    for name, value in (RELEASE_RECIPE | (TINY_RECIPE if args.preset == "tiny" else {})).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_unset(args, RELEASE_RECIPE | (TINY_RECIPE if args.preset == "tiny" else {}))
     check_args(args)
     return args
 

@@ -10,6 +10,7 @@ A data folder (what `builtin:synthetic` builds, and what users assemble from imp
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import shutil
@@ -131,6 +132,13 @@ def build_optimizer(
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = torch.cuda.is_available()
     return torch.optim.AdamW(groups, lr=lr, eps=eps, betas=betas, fused=fused or None)
+
+
+def fill_unset(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
+    """Options the command line left unset (None) take `defaults`; given ones are kept."""
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
