@@ -54,7 +54,7 @@ from .evaluate import (
     predict,
     task_metrics,
 )
-from .loop import prepare_training, train_loop, training_loader
+from .loop import Prepared, end_run, prepare_training, train_loop, training_loader
 from .modeling.model import VLModel
 from .modeling.tasks import NLVR2_LABELS, SNLI_VE_LABELS
 from .models import ARCHITECTURES, config_from_preset, task_model_class
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if evaluator.last_step != state["steps"]:  # the run stopped inside an epoch: evaluate where it stopped
         evaluator(run.model, state["steps"], state["steps"] * args.gradient_accumulation_steps / len(run.loader))
-    return finish(args, accelerator, run.model, evaluator, state | {"eval_seconds": evaluator.seconds})
+    return finish(args, accelerator, run, evaluator, state | {"eval_seconds": evaluator.seconds})
 
 
 class Evaluator:
@@ -451,20 +451,20 @@ def save_model(accelerator: Accelerator, model: torch.nn.Module, processor: VLPr
 
 
 def finish(
-    args: argparse.Namespace, accelerator: Accelerator, model: torch.nn.Module, evaluator: Evaluator, state: dict
+    args: argparse.Namespace, accelerator: Accelerator, run: Prepared, evaluator: Evaluator, state: dict
 ) -> dict[str, Any]:
     """metrics.json: the best evaluation (whose model --output-dir holds), the run's size and speed."""
     if evaluator.best is None:
-        save_model(accelerator, model, evaluator.processor, args.output_dir)
+        save_model(accelerator, run.model, evaluator.processor, args.output_dir)
     best = dict(evaluator.best or {})
     metrics = {"task": args.task, "world_size": accelerator.num_processes}
     if best:
         metrics |= {"best_step": best.pop("step"), "best_epoch": best.pop("epoch"), **best}
     metrics |= state
-    accelerator.end_training()
+    model = end_run(accelerator, run)
     if accelerator.is_main_process:
         (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        shared = type(accelerator.unwrap_model(model)).__mro__[1].__name__
+        shared = type(model).__mro__[1].__name__
         logger.info(
             f"saved the best model and its processor in {args.output_dir}; load them with `import vl_zoo` then "
             f"vl_zoo.{shared}.from_pretrained({str(args.output_dir)!r}) and "

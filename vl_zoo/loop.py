@@ -3,15 +3,17 @@
 `training_loader` splits the batch over the processes; `prepare_training` builds the optimiser and the schedule
 around a loader and hands all of them to the accelerator; `train_loop` runs the steps: accumulation, clipping,
 logging to the trackers and to `train_log.jsonl`, resumable checkpoints every N steps, exact resume, and an
-optional hook at the end of each epoch (fine-tuning evaluates there).
+optional hook at the end of each epoch (fine-tuning evaluates there); `end_run` lets the processes go.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,3 +223,29 @@ def log_record(accelerator: Accelerator, log_path: Path, record: dict[str, float
     if accelerator.is_main_process:
         with log_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def end_run(accelerator: Accelerator, run: Prepared) -> torch.nn.Module:
+    """End the trackers and the process group once every process is here; returns the unwrapped model.
+
+    The distributed wrapper is freed first, while the process group is still registered. Its reducer holds the
+    group, and when it held the last reference a gloo group was destroyed inside the reducer's destructor, which
+    keeps the GIL while it waits for gloo's worker threads; a worker still releasing the tensor of a finished
+    collective waits for the GIL, and the process never exits (pytorch/pytorch#56297). It happened in about one
+    two-process CPU run in thirty here. The group's own binding releases the GIL when it is destroyed, which
+    `end_training` then does.
+    """
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(run.model)
+    wrapper = weakref.ref(run.model) if run.model is not model else None
+    run.model = model
+    accelerator.free_memory()
+    gc.collect()
+    if wrapper is not None and wrapper() is not None:
+        logger.warning(
+            "the distributed model wrapper is still referenced when the process group ends; "
+            "the process may hang at exit",
+            main_process_only=False,
+        )
+    accelerator.end_training()
+    return model

@@ -33,7 +33,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from .conversion.bert import initialise_text_from_bert
 from .data.collators import PretrainingCollator
 from .evaluation import evaluate_pretraining
-from .loop import prepare_training, train_loop, training_loader
+from .loop import end_run, prepare_training, train_loop, training_loader
 from .models import ARCHITECTURES
 from .processing import RegionFeatureProcessor, VLProcessor
 from .training import (
@@ -226,20 +226,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Evaluation and the final save.
     metrics = evaluate_pretraining(accelerator, run.model, eval_data, regions, args)
     metrics.update(world_size=accelerator.num_processes, **state)
-    save_final(accelerator, run.model, processor, args, metrics)
+    save_final(accelerator, end_run(accelerator, run), processor, args, metrics)
     return metrics
 
 
 def save_final(
     accelerator: Accelerator, model: torch.nn.Module, processor: VLProcessor, args: argparse.Namespace, metrics: dict
 ) -> None:
-    """The model and processor with save_pretrained, and metrics.json, in --output-dir."""
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    """The model and processor with save_pretrained, and metrics.json, in --output-dir (by the main process)."""
     if not accelerator.is_main_process:
         return
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(args.output_dir, is_main_process=True, save_function=accelerator.save)
+    model.save_pretrained(args.output_dir, is_main_process=True, save_function=accelerator.save)
     processor.save_pretrained(args.output_dir)
     (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info(
