@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -16,6 +20,7 @@ import vl_zoo  # noqa: E402
 from vl_zoo.models import ARCHITECTURES, config_from_preset  # noqa: E402
 
 MODEL_TYPES = sorted(ARCHITECTURES)
+ROOT = Path(__file__).parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 VOLTA_FIXTURES = FIXTURES / "volta"
 # fixture folder of each architecture's ctrl reference dump
@@ -39,6 +44,41 @@ TEST_SIZES = {
     "v_pooler_size": 24,
     "clf_hidden_size": 40,
 }
+
+
+def two_processes() -> list[str]:
+    """accelerate's launcher for two data-parallel CPU processes over gloo, on a port that is free now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    return launcher + [
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+    ]
+
+
+def run_command(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a command in a session of its own; past `timeout` the whole session is killed (a launcher and every
+    rank it started, so that no process is left behind) and the test fails with the end of its stderr."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(
+            f"{' '.join(command)} ran past {timeout} s and was killed; its stderr ended with:\n{stderr[-3000:]}"
+        )
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def tiny_config(model_type: str, **overrides) -> vl_zoo.VLConfig:

@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_command, two_processes
 
-ROOT = Path(__file__).parents[1]
 FULL = os.environ.get("VL_ZOO_FULL_RUNS") == "1"
-TWO_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-TWO_PROCESSES += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-TWO_PROCESSES += ["--main_process_port", "29537"]
 
 # (extra options, thresholds): the README's commands with the issues' criteria, or the shortened runs.
 PRETRAINING = ([], {"eval_itm_accuracy": 0.85, "eval_mlm_accuracy": 0.6, "eval_mlm_gain_over_text_only": 0.2})
@@ -50,8 +46,7 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 def run(module: str, args: list[str], env: dict[str, str], launcher: list[str] | None = None) -> dict:
     """Run a training script to its end; its metrics.json."""
-    command = (launcher or [sys.executable]) + ["-m", module, *args]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    result = run_command([*(launcher or [sys.executable]), "-m", module, *args], env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((Path(args[args.index("--output-dir") + 1]) / "metrics.json").read_text())
 
@@ -79,7 +74,7 @@ def test_vqa_on_two_processes(request, env, tmp_path):
     if FULL:  # fine-tuned from the pretraining run's model, as the README does
         extra = [str(request.getfixturevalue("pretrained")[0]) if arg == "PRETRAINED" else arg for arg in extra]
     command = ["--task", "vqa", "--train-data", "builtin:synthetic", *extra, "--output-dir", str(tmp_path / "vqa")]
-    metrics = run("vl_zoo.finetune", command, env, TWO_PROCESSES)
+    metrics = run("vl_zoo.finetune", command, env, two_processes())
 
     assert metrics["world_size"] == 2
     for name, threshold in thresholds.items():
