@@ -442,10 +442,15 @@ class Evaluator:
 
 
 def save_model(accelerator: Accelerator, model: torch.nn.Module, processor: VLProcessor, output_dir: Path) -> None:
-    """The model and its processor with save_pretrained, written by the main process."""
+    """The model and its processor with save_pretrained, written by the main process.
+
+    Every process takes part in gathering the weights (FSDP's shards are gathered here); one writes them.
+    """
     accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(output_dir, save_function=accelerator.save)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(output_dir, state_dict=state_dict, save_function=accelerator.save)
         processor.save_pretrained(output_dir)
     accelerator.wait_for_everyone()
 

@@ -226,17 +226,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Evaluation and the final save.
     metrics = evaluate_pretraining(accelerator, run.model, eval_data, regions, args)
     metrics.update(world_size=accelerator.num_processes, **state)
-    save_final(accelerator, end_run(accelerator, run), processor, args, metrics)
+    state_dict = accelerator.get_state_dict(run.model)  # every process takes part: FSDP gathers its shards
+    save_final(accelerator, end_run(accelerator, run), state_dict, processor, args, metrics)
     return metrics
 
 
 def save_final(
-    accelerator: Accelerator, model: torch.nn.Module, processor: VLProcessor, args: argparse.Namespace, metrics: dict
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    processor: VLProcessor,
+    args: argparse.Namespace,
+    metrics: dict,
 ) -> None:
-    """The model and processor with save_pretrained, and metrics.json, in --output-dir (by the main process)."""
+    """The model (with the gathered `state_dict`) and processor with save_pretrained, and metrics.json, in
+    --output-dir, written by the main process."""
     if not accelerator.is_main_process:
         return
-    model.save_pretrained(args.output_dir, is_main_process=True, save_function=accelerator.save)
+    model.save_pretrained(args.output_dir, state_dict=state_dict, save_function=accelerator.save)
     processor.save_pretrained(args.output_dir)
     (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info(
