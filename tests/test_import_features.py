@@ -503,7 +503,7 @@ def test_main_writes_the_table_and_a_summary(tmp_path: Path, capsys: pytest.Capt
 def test_module_runs_as_a_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """`python -m vl_zoo.data.import_features`, run in this interpreter (a fresh one spends seconds importing torch)."""
+    """`python -m vl_zoo.data.import_features`, run in this interpreter (a fresh one spends seconds on torch)."""
     source = write_tsv(tmp_path / "obj36.tsv", [lxmert_row(i, image_id) for i, image_id in enumerate(IMAGES)])
     argv = ["import_features", "--format", "lxmert-tsv", "--input", str(source), "--output", str(tmp_path / "t")]
     monkeypatch.setattr(sys, "argv", [*argv, "--skip-bad"])
