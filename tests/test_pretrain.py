@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from accelerate.utils import DistributedType
 from conftest import run_command, two_processes
 
-from vl_zoo.pretrain import check_process_count, parse_args
+from vl_zoo.pretrain import check_process_count, parse_args, sharding_not_run
 
 ROOT = Path(__file__).parents[1]
 SMALL = ["--model", "vlzoo_uniter", "--preset", "tiny", "--train-data", "builtin:synthetic"]
@@ -120,3 +121,13 @@ def test_unjoined_processes_are_caught():
     check_process_count(2, 2)
     with pytest.raises(RuntimeError, match="2 processes were launched but this one sees 1"):
         check_process_count(1, 2)
+
+
+def test_a_sharding_config_that_does_not_run_is_named():
+    """On CPU accelerate runs an FSDP or DeepSpeed launch as plain DDP; the scripts say so."""
+    fsdp, deepspeed = {"ACCELERATE_USE_FSDP": "true"}, {"ACCELERATE_USE_DEEPSPEED": "true"}
+    assert sharding_not_run(fsdp, DistributedType.MULTI_CPU) == "FSDP"
+    assert sharding_not_run(deepspeed, DistributedType.MULTI_CPU) == "DeepSpeed"
+    assert sharding_not_run(fsdp, DistributedType.FSDP) is None
+    assert sharding_not_run({"ACCELERATE_USE_FSDP": "false"}, DistributedType.MULTI_CPU) is None
+    assert sharding_not_run({}, DistributedType.NO) is None

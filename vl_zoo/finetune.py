@@ -58,7 +58,7 @@ from .loop import Prepared, end_run, prepare_training, train_loop, training_load
 from .modeling.model import VLModel
 from .modeling.tasks import NLVR2_LABELS, SNLI_VE_LABELS
 from .models import ARCHITECTURES, config_from_preset, task_model_class
-from .pretrain import check_process_count, parse_config_overrides
+from .pretrain import check_process_count, parse_config_overrides, warn_if_not_sharded
 from .processing import RegionFeatureProcessor, VLProcessor
 from .training import (
     BUILTIN_SYNTHETIC,
@@ -218,6 +218,7 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     check_process_count(accelerator.num_processes, int(os.environ.get("WORLD_SIZE", "1")))
+    warn_if_not_sharded(accelerator)
     return accelerator
 
 

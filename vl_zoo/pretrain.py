@@ -22,13 +22,14 @@ import argparse
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 
 from .conversion.bert import initialise_text_from_bert
 from .data.collators import PretrainingCollator
@@ -165,7 +166,33 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     check_process_count(accelerator.num_processes, int(os.environ.get("WORLD_SIZE", "1")))
+    warn_if_not_sharded(accelerator)
     return accelerator
+
+
+def sharding_not_run(environ: Mapping[str, str], distributed_type: DistributedType) -> str | None:
+    """The sharding a launch asked for (FSDP, DeepSpeed) that this process does not run, or None.
+
+    Without CUDA, `Accelerator(cpu=True)` takes accelerate's multi-CPU path (DDP over gloo) whatever the config
+    file says: the run trains the same model, but every process holds all the weights and optimiser state.
+    """
+    for variable, name, wanted in (
+        ("ACCELERATE_USE_FSDP", "FSDP", DistributedType.FSDP),
+        ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed", DistributedType.DEEPSPEED),
+    ):
+        if environ.get(variable, "false").lower() == "true" and distributed_type != wanted:
+            return name
+    return None
+
+
+def warn_if_not_sharded(accelerator: Accelerator) -> None:
+    """Log when the launch's FSDP or DeepSpeed config is not what runs (on a CPU-only machine it never is)."""
+    asked = sharding_not_run(os.environ, accelerator.distributed_type)
+    if asked is not None:
+        logger.warning(
+            f"the launch asked for {asked}, but accelerate runs {accelerator.distributed_type.value} here (it does "
+            f"not shard on CPU): each process holds the whole model and optimiser state"
+        )
 
 
 def check_process_count(joined: int, launched: int) -> None:
