@@ -138,11 +138,15 @@ class RegionFeatureProcessor:
         """
         trailing = np.asarray(per_image[0]).shape[1:] if len(per_image) else ()
         num_rows = self.batch_rows([len(values) for values in per_image])
-        out = np.full((len(per_image), num_rows, *trailing), fill, dtype=np.float32)
+        shape = (len(per_image), num_rows, *trailing)
+        out = np.zeros(shape, dtype=np.float32) if fill == 0 else np.full(shape, fill, dtype=np.float32)
+        rows = torch.from_numpy(out)  # torch's casts (from float16 above all) are several times numpy's speed
         for i, values in enumerate(per_image):
             values = np.asarray(values)
             kept = min(len(values), self.max_regions)
-            out[i, self.region_rows(len(values))] = values[:kept]
+            if kept:
+                start = int(self.region_rows(len(values))[0])
+                rows[i, start : start + kept].copy_(torch.from_numpy(np.ascontiguousarray(values[:kept])))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,15 +180,26 @@ class RegionFeatureProcessor:
                 raise ValueError(f"boxes[{i}] has shape {b.shape}; expected ({f.shape[0]}, 4) pixel x1, y1, x2, y2")
             if len(size) != 2 or min(size) <= 0:
                 raise ValueError(f"image_sizes[{i}] is {size!r}; expected (height, width) in pixels, both positive")
-            height, width = size
-            outside = (b[:, [0, 2]] < 0).any() or (b[:, [0, 2]] > width).any()
-            outside = outside or (b[:, [1, 3]] < 0).any() or (b[:, [1, 3]] > height).any()
-            if outside or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
-                raise ValueError(
-                    f"boxes[{i}] has a box outside the {width}x{height} image or with x2 < x1 / y2 < y1; boxes "
-                    "are pixel x1, y1, x2, y2 within (0, 0, width, height) and image_sizes are (height, width)"
-                )
+        bad = _images_with_bad_boxes(boxes, image_sizes)
+        if len(bad):
+            i, (height, width) = int(bad[0]), image_sizes[int(bad[0])]
+            raise ValueError(
+                f"boxes[{i}] has a box outside the {width}x{height} image or with x2 < x1 / y2 < y1; boxes "
+                "are pixel x1, y1, x2, y2 within (0, 0, width, height) and image_sizes are (height, width)"
+            )
         return features, boxes
+
+
+def _images_with_bad_boxes(boxes: Sequence[np.ndarray], image_sizes: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Indices of the images with a box outside the image or with x2 < x1 / y2 < y1, checked for the whole batch
+    at once (per image, the checks took a tenth of a pretraining batch's collation)."""
+    counts = [len(b) for b in boxes]
+    corners = np.concatenate(boxes) if sum(counts) else np.zeros((0, 4), dtype=np.float32)
+    sizes = np.repeat(np.asarray(image_sizes, dtype=np.float32), counts, axis=0)  # (all boxes, (height, width))
+    limits = sizes[:, [1, 0, 1, 0]]  # width, height, width, height
+    bad = (corners < 0).any(axis=1) | (corners > limits).any(axis=1)
+    bad |= (corners[:, 2] < corners[:, 0]) | (corners[:, 3] < corners[:, 1])
+    return np.unique(np.repeat(np.arange(len(boxes)), counts)[bad])
 
 
 def normalise_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:

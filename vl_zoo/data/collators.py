@@ -279,13 +279,14 @@ class PretrainingCollator(RegionTextCollator):
         return masked, self.region_processor.scatter(per_image)
 
     def _class_targets(self, images: list[dict[str, Any]]) -> list[np.ndarray]:
-        """Each image's detector class distribution (R_i, 1601), the masked-region KL target."""
+        """Each image's detector class distribution (R_i, 1601), the masked-region KL target, as stored (the
+        processor's `scatter` casts it to float32 with the rest of the batch)."""
         if "cls_prob" not in images[0]:
             raise ValueError(
                 "the feature store has no 'cls_prob' column; PretrainingCollator's region targets are the detector's "
                 "class distributions (import the features with their class probabilities)"
             )
-        return [image["cls_prob"].astype(np.float32) for image in images]
+        return [image["cls_prob"] for image in images]
 
 
 class _CaptionPool:
