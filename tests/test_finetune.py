@@ -5,18 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import datasets
 import pytest
+from conftest import run_command
 
 from vl_zoo.data.synthetic import build_synthetic
 from vl_zoo.finetune import parse_args
 from vl_zoo.models import config_from_preset
 
-ROOT = Path(__file__).parents[1]
 TASKS = ("vqa", "gqa", "nlvr2", "snli-ve", "refcoco", "retrieval")
 SMALL = ["--model", "vlzoo_uniter", "--preset", "tiny", "--train-data", "builtin:synthetic"]
 SMALL += ["--synthetic-images", "48", "--batch-size", "8", "--max-regions", "8", "--seed", "3"]
@@ -46,8 +44,7 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 def run(module: str, args: list[str], env: dict[str, str], launcher: list[str] | None = None):
-    command = (launcher or [sys.executable]) + ["-m", module, *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return run_command([*(launcher or [sys.executable]), "-m", module, *args], env, timeout=300)
 
 
 @pytest.mark.parametrize("task", TASKS)
