@@ -37,9 +37,10 @@ from typing import Any
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import set_seed
 from transformers import AutoConfig
 
+from . import pretrain
 from .configuration import VLConfig
 from .data import collators
 from .data.tasks import AnswerVocabulary
@@ -54,11 +55,11 @@ from .evaluate import (
     predict,
     task_metrics,
 )
-from .loop import Prepared, end_run, prepare_training, train_loop, training_loader
+from .loop import Prepared, end_run, prepare_training, save_model, train_loop, training_loader
 from .modeling.model import VLModel
 from .modeling.tasks import NLVR2_LABELS, SNLI_VE_LABELS
 from .models import ARCHITECTURES, config_from_preset, task_model_class
-from .pretrain import check_process_count, parse_config_overrides, warn_if_not_sharded
+from .pretrain import parse_config_overrides
 from .processing import RegionFeatureProcessor, VLProcessor
 from .training import (
     BUILTIN_SYNTHETIC,
@@ -203,23 +204,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def make_accelerator(args: argparse.Namespace) -> Accelerator:
-    """An Accelerator that joins a multi-process CPU launch over gloo, and checks the process count.
-
-    Data-parallel training looks for parameters without a gradient each step: a task head leaves parts of the
-    backbone unused (RefCOCO reads no pooler), and which parts depends on the model.
-    """
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_dir=str(args.output_dir),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    check_process_count(accelerator.num_processes, int(os.environ.get("WORLD_SIZE", "1")))
-    warn_if_not_sharded(accelerator)
-    return accelerator
+    """Pretraining's Accelerator, whose data-parallel wrapper looks for parameters without a gradient each step:
+    a task head leaves parts of the backbone unused (RefCOCO reads no pooler), and which parts depends on the
+    model."""
+    return pretrain.make_accelerator(args, [DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 # ---------------------------------------------------------------------------------------------- data and model
@@ -440,20 +428,6 @@ class Evaluator:
             return False
         self.best = record
         return True
-
-
-def save_model(accelerator: Accelerator, model: torch.nn.Module, processor: VLProcessor, output_dir: Path) -> None:
-    """The model and its processor with save_pretrained, written by the main process.
-
-    Every process takes part in gathering the weights (FSDP's shards are gathered here); one writes them.
-    """
-    accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(output_dir, state_dict=state_dict, save_function=accelerator.save)
-        processor.save_pretrained(output_dir)
-    accelerator.wait_for_everyone()
 
 
 def finish(

@@ -3,7 +3,8 @@
 `training_loader` splits the batch over the processes; `prepare_training` builds the optimiser and the schedule
 around a loader and hands all of them to the accelerator; `train_loop` runs the steps: accumulation, clipping,
 logging to the trackers and to `train_log.jsonl`, resumable checkpoints every N steps, exact resume, and an
-optional hook at the end of each epoch (fine-tuning evaluates there); `end_run` lets the processes go.
+optional hook at the end of each epoch (fine-tuning evaluates there); `save_model` writes the model and its
+processor, and `end_run` lets the processes go.
 """
 
 from __future__ import annotations
@@ -223,6 +224,20 @@ def log_record(accelerator: Accelerator, log_path: Path, record: dict[str, float
     if accelerator.is_main_process:
         with log_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def save_model(accelerator: Accelerator, model: torch.nn.Module, processor: Any, output_dir: Path) -> None:
+    """The model and its processor with save_pretrained, written by the main process.
+
+    Every process takes part in gathering the weights (FSDP's shards are gathered here); one writes them.
+    """
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(output_dir, state_dict=state_dict, save_function=accelerator.save)
+        processor.save_pretrained(output_dir)
+    accelerator.wait_for_everyone()
 
 
 def end_run(accelerator: Accelerator, run: Prepared) -> torch.nn.Module:

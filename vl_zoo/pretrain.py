@@ -34,7 +34,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from .conversion.bert import initialise_text_from_bert
 from .data.collators import PretrainingCollator
 from .evaluation import evaluate_pretraining
-from .loop import end_run, prepare_training, train_loop, training_loader
+from .loop import end_run, prepare_training, save_model, train_loop, training_loader
 from .models import ARCHITECTURES
 from .processing import RegionFeatureProcessor, VLProcessor
 from .training import (
@@ -155,7 +155,7 @@ def parse_config_overrides(text: str | None) -> dict[str, Any]:
     return overrides
 
 
-def make_accelerator(args: argparse.Namespace) -> Accelerator:
+def make_accelerator(args: argparse.Namespace, kwargs_handlers: list | None = None) -> Accelerator:
     """An Accelerator that joins a multi-process CPU launch over gloo, and checks the process count."""
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
@@ -164,6 +164,7 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=str(args.output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=kwargs_handlers,
     )
     check_process_count(accelerator.num_processes, int(os.environ.get("WORLD_SIZE", "1")))
     warn_if_not_sharded(accelerator)
@@ -253,30 +254,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Evaluation and the final save.
     metrics = evaluate_pretraining(accelerator, run.model, eval_data, regions, args)
     metrics.update(world_size=accelerator.num_processes, **state)
-    state_dict = accelerator.get_state_dict(run.model)  # every process takes part: FSDP gathers its shards
-    save_final(accelerator, end_run(accelerator, run), state_dict, processor, args, metrics)
+    save_model(accelerator, run.model, processor, args.output_dir)
+    end_run(accelerator, run)
+    write_metrics(accelerator, args.output_dir, metrics)
     return metrics
 
 
-def save_final(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    state_dict: dict[str, torch.Tensor],
-    processor: VLProcessor,
-    args: argparse.Namespace,
-    metrics: dict,
-) -> None:
-    """The model (with the gathered `state_dict`) and processor with save_pretrained, and metrics.json, in
-    --output-dir, written by the main process."""
+def write_metrics(accelerator: Accelerator, output_dir: Path, metrics: dict) -> None:
+    """metrics.json in --output-dir, and where the model is and how to load it, from the main process."""
     if not accelerator.is_main_process:
         return
-    model.save_pretrained(args.output_dir, state_dict=state_dict, save_function=accelerator.save)
-    processor.save_pretrained(args.output_dir)
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info(
-        f"saved the model and processor in {args.output_dir}; load them with `import vl_zoo` then "
-        f"AutoModelForPreTraining.from_pretrained({str(args.output_dir)!r}) and "
-        f"AutoProcessor.from_pretrained({str(args.output_dir)!r}). Metrics: {json.dumps(metrics)}"
+        f"saved the model and processor in {output_dir}; load them with `import vl_zoo` then "
+        f"AutoModelForPreTraining.from_pretrained({str(output_dir)!r}) and "
+        f"AutoProcessor.from_pretrained({str(output_dir)!r}). Metrics: {json.dumps(metrics)}"
     )
 
 
